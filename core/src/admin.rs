@@ -1,0 +1,635 @@
+//! Token administration: enrollment and every change an operator makes to a
+//! token (assign, unassign, enable, disable, delete, set, resync, reset).
+//! Each operation is one write transaction that also appends its audit
+//! record, so a refused operation changes nothing and an accepted one is
+//! recorded with it. The CLI is a thin front on these calls.
+
+use jiff::Timestamp;
+use zeroize::Zeroizing;
+
+use crate::Otpd;
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::otp::HashAlgorithm;
+use crate::otpauth;
+use crate::store::{AuditRecord, StoreError, StoreWrite, TokenFilter};
+use crate::token::{
+    self, Consume, DEFAULT_COUNT_WINDOW, DEFAULT_MAXFAIL, DEFAULT_OTPLEN, DEFAULT_SYNC_WINDOW,
+    DEFAULT_TIME_WINDOW, DEFAULT_TIMESTEP, Owner, StoredPin, Token, TokenType,
+};
+use crate::validate::Front;
+
+/// Who performs an administrative operation, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    pub actor: String,
+    pub front: Front,
+    pub client: Option<String>,
+}
+
+/// Parameters of `token init`. `None` means the type's default.
+#[derive(Debug, Clone)]
+pub struct InitSpec {
+    pub token_type: TokenType,
+    pub serial: Option<String>,
+    /// The OTP key as hex (hotp/totp).
+    pub otpkey: Option<String>,
+    pub genkey: bool,
+    /// The password of a pw token; generated when absent.
+    pub password: Option<String>,
+    pub digits: Option<u32>,
+    pub hash: Option<HashAlgorithm>,
+    pub timestep: Option<u32>,
+    pub user: Option<String>,
+    pub realm: Option<String>,
+    pub pin: Option<String>,
+    pub description: Option<String>,
+}
+
+impl InitSpec {
+    pub fn new(token_type: TokenType) -> Self {
+        InitSpec {
+            token_type,
+            serial: None,
+            otpkey: None,
+            genkey: false,
+            password: None,
+            digits: None,
+            hash: None,
+            timestep: None,
+            user: None,
+            realm: None,
+            pin: None,
+            description: None,
+        }
+    }
+}
+
+/// What enrollment hands back: the token and, for hotp/totp, its otpauth
+/// URI (which carries the key: show it once, to the operator).
+#[derive(Debug)]
+pub struct Enrolled {
+    pub token: Token,
+    pub otpauth: Option<Zeroizing<String>>,
+    /// A password generated for a pw token (shown once).
+    pub password: Option<Zeroizing<String>>,
+}
+
+/// Changes of `token set`. `None` leaves a field alone; for the validity
+/// bounds `Some(None)` clears the bound.
+#[derive(Debug, Clone, Default)]
+pub struct TokenChanges {
+    pub pin: Option<String>,
+    pub description: Option<String>,
+    pub realms: Option<Vec<String>>,
+    pub validity_start: Option<Option<Timestamp>>,
+    pub validity_end: Option<Option<Timestamp>>,
+    pub max_fail: Option<u32>,
+}
+
+/// Smallest and largest OTP key accepted, in bytes. 80 bits is what many
+/// authenticator apps use; 128 bytes is the SHA-512 block size.
+const MIN_KEY: usize = 10;
+const MAX_KEY: usize = 128;
+const PW_LENGTH: usize = 12;
+const PW_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Decodes an `--otpkey` given as hex.
+pub fn parse_otpkey(hex: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let hex = hex.trim();
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidOtpKey("it must be hexadecimal (0-9, a-f)".into()));
+    }
+    if !hex.len().is_multiple_of(2) {
+        return Err(Error::InvalidOtpKey(format!("it has an odd number of hex digits ({})", hex.len())));
+    }
+    let bytes = Zeroizing::new(
+        data_encoding::HEXLOWER_PERMISSIVE
+            .decode(hex.as_bytes())
+            .map_err(|_| Error::InvalidOtpKey("it must be hexadecimal (0-9, a-f)".into()))?,
+    );
+    if !(MIN_KEY..=MAX_KEY).contains(&bytes.len()) {
+        return Err(Error::InvalidOtpKey(format!(
+            "it is {} bytes long; use {MIN_KEY} to {MAX_KEY} bytes ({} to {} hex digits, 20 bytes is usual)",
+            bytes.len(),
+            MIN_KEY * 2,
+            MAX_KEY * 2
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Serials are `[0-9A-Za-z_-]`, 1 to 40 characters.
+pub fn validate_serial(serial: &str) -> Result<()> {
+    if serial.is_empty()
+        || serial.len() > 40
+        || !serial.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Error::InvalidSerial(serial.to_owned()));
+    }
+    Ok(())
+}
+
+fn truncate_description(d: &str) -> String {
+    d.chars().take(token::MAX_DESCRIPTION).collect()
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidArgument(msg.into())
+}
+
+impl Otpd {
+    fn audit_record(&self, ctx: &AdminContext, action: &str, token: &Token, message: String) -> AuditRecord {
+        AuditRecord {
+            time: self.clock.now(),
+            actor: ctx.actor.clone(),
+            action: action.into(),
+            front: ctx.front.name().into(),
+            serial: Some(token.serial.clone()),
+            user: token.owner.as_ref().map(|o| o.login.clone()),
+            realm: token.owner.as_ref().map(|o| o.realm.clone()),
+            client: ctx.client.clone(),
+            success: true,
+            message,
+        }
+    }
+
+    /// Loads `serial`, lets `change` modify it, stores it and its audit
+    /// record, all in one transaction. `change` returns the audit message.
+    fn modify(
+        &self,
+        ctx: &AdminContext,
+        action: &str,
+        serial: &str,
+        change: impl FnOnce(&mut Token, &mut dyn StoreWrite) -> Result<String>,
+    ) -> Result<Token> {
+        let mut tx = self.store.write()?;
+        let mut token = tx.token(serial)?.ok_or_else(|| Error::UnknownSerial(serial.to_owned()))?;
+        if token.revoked {
+            return Err(Error::Revoked(token.serial));
+        }
+        let message = change(&mut token, tx.as_mut())?;
+        tx.update_token(&token)?;
+        tx.append_audit(&self.audit_record(ctx, action, &token, message))?;
+        tx.commit()?;
+        Ok(token)
+    }
+
+    /// One token by serial.
+    pub fn token(&self, serial: &str) -> Result<Token> {
+        self.store.read()?.token(serial)?.ok_or_else(|| Error::UnknownSerial(serial.to_owned()))
+    }
+
+    /// Tokens, optionally of one user (`user` may carry `@realm`) and/or in one realm.
+    pub fn list_tokens(&self, user: Option<&str>, realm: Option<&str>) -> Result<Vec<Token>> {
+        let mut filter = TokenFilter::default();
+        match user {
+            Some(u) => {
+                let user = self.realms.resolve(u, realm, None)?;
+                filter.owner = Some((user.login, user.realm));
+            }
+            None => filter.realm = realm.map(|r| self.realms.canonical(r)).transpose()?,
+        }
+        Ok(self.store.read()?.tokens(&filter)?)
+    }
+
+    fn new_pin(&self, pin: Option<&str>) -> Result<StoredPin> {
+        Ok(StoredPin::hashed(pin.unwrap_or(""))?)
+    }
+
+    /// Enrolls a token (`token init`).
+    pub fn init_token(&self, ctx: &AdminContext, spec: &InitSpec) -> Result<Enrolled> {
+        let t = spec.token_type;
+        let otp_type = matches!(t, TokenType::Hotp | TokenType::Totp);
+        let refuse =
+            |what: &str, types: &str| invalid(format!("{what} applies only to {types} tokens, not to {t}"));
+        if !otp_type {
+            if spec.otpkey.is_some() {
+                return Err(refuse("--otpkey", "hotp and totp"));
+            }
+            if spec.genkey {
+                return Err(refuse("--genkey", "hotp and totp"));
+            }
+            if spec.digits.is_some() {
+                return Err(refuse("--digits", "hotp and totp"));
+            }
+            if spec.hash.is_some() {
+                return Err(refuse("--hash", "hotp and totp"));
+            }
+        }
+        if spec.timestep.is_some() && t != TokenType::Totp {
+            return Err(refuse("--timestep", "totp"));
+        }
+        if spec.password.is_some() && t != TokenType::Pw {
+            return Err(refuse("--password", "pw"));
+        }
+        if spec.otpkey.is_some() && spec.genkey {
+            return Err(invalid("give either --otpkey or --genkey, not both"));
+        }
+        if let Some(d) = spec.digits
+            && d != 6
+            && d != 8
+        {
+            return Err(invalid(format!("--digits must be 6 or 8, not {d}")));
+        }
+        if let Some(s) = spec.timestep
+            && s != 30
+            && s != 60
+        {
+            return Err(invalid(format!("--timestep must be 30 or 60 seconds, not {s}")));
+        }
+        if let Some(serial) = &spec.serial {
+            validate_serial(serial)?;
+        }
+        let hash = spec.hash.unwrap_or_default();
+        // Owner and realms are checked before anything is written.
+        let owner = match &spec.user {
+            Some(u) => {
+                let user = self.realms.resolve(u, spec.realm.as_deref(), None)?;
+                Some(Owner { login: user.login, realm: user.realm, resolver: user.resolver })
+            }
+            None => None,
+        };
+        let realms = match (&owner, &spec.realm) {
+            (Some(o), _) => vec![o.realm.clone()],
+            (None, Some(r)) => vec![self.realms.canonical(r)?],
+            (None, None) => Vec::new(),
+        };
+
+        let mut generated_password = None;
+        let (secret, otplen): (Zeroizing<Vec<u8>>, u32) = match t {
+            TokenType::Hotp | TokenType::Totp => {
+                let key = match &spec.otpkey {
+                    Some(hex) => parse_otpkey(hex)?,
+                    None => {
+                        let mut key = Zeroizing::new(vec![0u8; hash.generated_key_len()]);
+                        crypto::fill_random(&mut key)?;
+                        key
+                    }
+                };
+                (key, spec.digits.unwrap_or(DEFAULT_OTPLEN))
+            }
+            TokenType::Pw => {
+                let password = match &spec.password {
+                    Some(p) if p.is_empty() => return Err(invalid("--password must not be empty")),
+                    Some(p) => Zeroizing::new(p.clone()),
+                    None => {
+                        let p = Zeroizing::new(crypto::random_string(PW_ALPHABET, PW_LENGTH)?);
+                        generated_password = Some(p.clone());
+                        p
+                    }
+                };
+                let len = password.chars().count() as u32;
+                (Zeroizing::new(password.as_bytes().to_vec()), len)
+            }
+            TokenType::Spass => (Zeroizing::new(Vec::new()), 0),
+        };
+        let pin = self.new_pin(spec.pin.as_deref())?;
+        let now = self.clock.now();
+
+        let mut tx = self.store.write()?;
+        let serial = match &spec.serial {
+            Some(s) => s.clone(),
+            None => generate_serial(tx.as_mut(), t)?,
+        };
+        let sealed = if t == TokenType::Spass {
+            Vec::new()
+        } else {
+            self.key.seal(&Token::secret_context(&serial), &secret)?
+        };
+        let mut token = Token {
+            id: 0,
+            serial,
+            token_type: t,
+            secret: sealed,
+            otplen,
+            hash,
+            timestep: spec.timestep.unwrap_or(DEFAULT_TIMESTEP),
+            time_window: DEFAULT_TIME_WINDOW,
+            time_shift: 0.0,
+            count: 0,
+            count_window: DEFAULT_COUNT_WINDOW,
+            sync_window: DEFAULT_SYNC_WINDOW,
+            maxfail: DEFAULT_MAXFAIL,
+            failcount: 0,
+            failcounter_exceeded: None,
+            active: true,
+            revoked: false,
+            description: truncate_description(spec.description.as_deref().unwrap_or("")),
+            pin,
+            assigned: owner.as_ref().map(|_| now),
+            owner,
+            realms,
+            validity_start: None,
+            validity_end: None,
+            count_auth: 0,
+            count_auth_success: 0,
+            created: now,
+        };
+        token.id = tx.insert_token(&token)?;
+        tx.append_audit(&self.audit_record(ctx, "token_init", &token, format!("enrolled {t} token")))?;
+        tx.commit()?;
+        let otpauth = if otp_type {
+            otpauth::uri(&token, &secret, &token.serial, "otpd").map(Zeroizing::new)
+        } else {
+            None
+        };
+        Ok(Enrolled { token, otpauth, password: generated_password })
+    }
+
+    /// Assigns an unassigned token to a user (`token assign`).
+    pub fn assign_token(
+        &self,
+        ctx: &AdminContext,
+        serial: &str,
+        user: &str,
+        realm: Option<&str>,
+        pin: Option<&str>,
+    ) -> Result<Token> {
+        let user = self.realms.resolve(user, realm, None)?;
+        let pin = pin.map(|p| self.new_pin(Some(p))).transpose()?;
+        let now = self.clock.now();
+        self.modify(ctx, "token_assign", serial, |token, _| {
+            if let Some(owner) = &token.owner {
+                return Err(Error::AlreadyAssigned {
+                    serial: token.serial.clone(),
+                    user: format!("{}@{}", owner.login, owner.realm),
+                });
+            }
+            if !token.realms.contains(&user.realm) {
+                token.realms.push(user.realm.clone());
+                token.realms.sort();
+            }
+            token.owner = Some(Owner {
+                login: user.login.clone(),
+                realm: user.realm.clone(),
+                resolver: user.resolver.clone(),
+            });
+            token.assigned = Some(now);
+            token.failcount = 0;
+            token.failcounter_exceeded = None;
+            if let Some(pin) = pin {
+                token.pin = pin;
+            }
+            Ok(format!("assigned to {user}"))
+        })
+    }
+
+    /// Removes the owner; the PIN becomes empty and the failcounter 0; the
+    /// token keeps its realms (`token unassign`).
+    pub fn unassign_token(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
+        self.modify(ctx, "token_unassign", serial, |token, _| {
+            let Some(owner) = token.owner.take() else {
+                return Err(Error::NotAssigned(token.serial.clone()));
+            };
+            token.pin = StoredPin::Empty;
+            token.failcount = 0;
+            token.failcounter_exceeded = None;
+            token.assigned = None;
+            Ok(format!("unassigned from {}@{}", owner.login, owner.realm))
+        })
+    }
+
+    /// Enables or disables a token.
+    pub fn set_active(&self, ctx: &AdminContext, serial: &str, active: bool) -> Result<Token> {
+        let action = if active { "token_enable" } else { "token_disable" };
+        self.modify(ctx, action, serial, |token, _| {
+            token.active = active;
+            Ok(if active { "enabled" } else { "disabled" }.into())
+        })
+    }
+
+    /// Deletes a token (`token delete`).
+    pub fn delete_token(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
+        let mut tx = self.store.write()?;
+        let token = tx.token(serial)?.ok_or_else(|| Error::UnknownSerial(serial.to_owned()))?;
+        tx.delete_token(serial)?;
+        tx.append_audit(&self.audit_record(ctx, "token_delete", &token, "deleted".into()))?;
+        tx.commit()?;
+        Ok(token)
+    }
+
+    /// Changes PIN, description, realms, validity period or maxfail (`token set`).
+    pub fn set_token(&self, ctx: &AdminContext, serial: &str, changes: &TokenChanges) -> Result<Token> {
+        let pin = changes.pin.as_deref().map(|p| self.new_pin(Some(p))).transpose()?;
+        let realms = match &changes.realms {
+            Some(list) => {
+                let mut out = Vec::new();
+                for r in list.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
+                    let r = self.realms.canonical(r)?;
+                    if !out.contains(&r) {
+                        out.push(r);
+                    }
+                }
+                out.sort();
+                Some(out)
+            }
+            None => None,
+        };
+        if changes.max_fail == Some(0) {
+            return Err(invalid("--max-fail must be at least 1"));
+        }
+        self.modify(ctx, "token_set", serial, |token, _| {
+            let mut what = Vec::new();
+            if let Some(pin) = pin {
+                token.pin = pin;
+                what.push("pin");
+            }
+            if let Some(d) = &changes.description {
+                token.description = truncate_description(d);
+                what.push("description");
+            }
+            if let Some(mut realms) = realms {
+                // The owner's realm always stays.
+                if let Some(o) = &token.owner
+                    && !realms.contains(&o.realm)
+                {
+                    realms.push(o.realm.clone());
+                    realms.sort();
+                }
+                token.realms = realms;
+                what.push("realms");
+            }
+            if let Some(start) = changes.validity_start {
+                token.validity_start = start;
+                what.push("validity_start");
+            }
+            if let Some(end) = changes.validity_end {
+                token.validity_end = end;
+                what.push("validity_end");
+            }
+            if let (Some(s), Some(e)) = (token.validity_start, token.validity_end)
+                && s > e
+            {
+                return Err(invalid(format!("the validity period would end ({e}) before it starts ({s})")));
+            }
+            if let Some(m) = changes.max_fail {
+                token.maxfail = m;
+                what.push("maxfail");
+            }
+            if what.is_empty() {
+                return Err(invalid("nothing to set: give at least one of --pin, --description, --realms, --validity-start, --validity-end, --max-fail"));
+            }
+            Ok(format!("set {}", what.join(", ")))
+        })
+    }
+
+    /// Resynchronises an hotp/totp token with two consecutive OTPs.
+    pub fn resync_token(&self, ctx: &AdminContext, serial: &str, otp1: &str, otp2: &str) -> Result<Token> {
+        let now = self.clock.now();
+        self.modify(ctx, "token_resync", serial, |token, _| {
+            let secret = token.open_secret(&self.key)?;
+            let Consume { new_count, time_shift, .. } = token
+                .resync(&secret, otp1.trim(), otp2.trim(), now)
+                .ok_or_else(|| Error::ResyncFailed(token.serial.clone()))?;
+            token.count = new_count;
+            if let Some(shift) = time_shift {
+                token.time_shift = shift;
+            }
+            Ok("resynchronised".into())
+        })
+    }
+
+    /// Sets the failcounter to 0 (`token reset`).
+    pub fn reset_failcounter(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
+        self.modify(ctx, "token_reset", serial, |token, _| {
+            token.failcount = 0;
+            token.failcounter_exceeded = None;
+            Ok("failcounter reset".into())
+        })
+    }
+}
+
+/// privacyIDEA's serial scheme: type prefix, the number of tokens of the
+/// type zero-padded to 4 digits, random upper-case hex filling up to 8
+/// characters after the prefix (e.g. `OATH0003A1F2`).
+fn generate_serial(tx: &mut dyn StoreWrite, t: TokenType) -> Result<String> {
+    let number = format!("{:04}", tx.count_tokens_of_type(t)?);
+    for attempt in 0..16 {
+        let fill = 8usize.saturating_sub(number.len()).max(attempt / 4);
+        let serial =
+            format!("{}{number}{}", t.serial_prefix(), crypto::random_string(b"0123456789ABCDEF", fill)?);
+        if tx.token(&serial)?.is_none() {
+            return Ok(serial);
+        }
+    }
+    Err(Error::Store(StoreError::DuplicateSerial(format!("{}{number}...", t.serial_prefix()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{Fixture, RFC_KEY_HEX};
+
+    #[test]
+    fn otpkey_validation() {
+        assert_eq!(parse_otpkey(RFC_KEY_HEX).unwrap().len(), 20);
+        assert!(matches!(parse_otpkey("3132"), Err(Error::InvalidOtpKey(m)) if m.contains("2 bytes")));
+        assert!(matches!(parse_otpkey("31323"), Err(Error::InvalidOtpKey(m)) if m.contains("odd")));
+        assert!(
+            matches!(parse_otpkey("zz313233343536373839"), Err(Error::InvalidOtpKey(m)) if m.contains("hex"))
+        );
+        assert!(parse_otpkey("").is_err());
+    }
+
+    #[test]
+    fn serial_rules() {
+        assert!(validate_serial("OATH0001A2B3").is_ok());
+        assert!(validate_serial("my_token-1").is_ok());
+        assert!(validate_serial("bad serial").is_err());
+        assert!(validate_serial("").is_err());
+        assert!(validate_serial(&"x".repeat(41)).is_err());
+    }
+
+    #[test]
+    fn generated_serials_follow_the_scheme() {
+        let f = Fixture::new();
+        let e = f.otpd.init_token(&f.ctx(), &InitSpec::new(TokenType::Hotp)).unwrap();
+        let s = &e.token.serial;
+        assert!(s.starts_with("OATH0000") && s.len() == 12, "{s}");
+        assert!(e.otpauth.unwrap().starts_with("otpauth://hotp/OATH0000"));
+        let e = f.otpd.init_token(&f.ctx(), &InitSpec::new(TokenType::Hotp)).unwrap();
+        assert!(e.token.serial.starts_with("OATH0001"));
+        let e = f.otpd.init_token(&f.ctx(), &InitSpec::new(TokenType::Spass)).unwrap();
+        assert!(e.token.serial.starts_with("PISP0000"));
+    }
+
+    #[test]
+    fn refused_operations_change_nothing() {
+        let f = Fixture::new();
+        let mut spec = InitSpec::new(TokenType::Hotp);
+        spec.serial = Some("H1".into());
+        f.otpd.init_token(&f.ctx(), &spec).unwrap();
+        let audit_before = f.otpd.audit(100).unwrap().len();
+        assert!(matches!(
+            f.otpd.init_token(&f.ctx(), &spec),
+            Err(Error::Store(StoreError::DuplicateSerial(_)))
+        ));
+        spec.serial = Some("H2".into());
+        spec.user = Some("nobody".into());
+        assert!(matches!(f.otpd.init_token(&f.ctx(), &spec), Err(Error::UnknownUser { .. })));
+        assert!(matches!(f.otpd.token("H2"), Err(Error::UnknownSerial(_))));
+        assert!(matches!(f.otpd.set_active(&f.ctx(), "nope", false), Err(Error::UnknownSerial(_))));
+        assert!(matches!(f.otpd.unassign_token(&f.ctx(), "H1"), Err(Error::NotAssigned(_))));
+        assert_eq!(f.otpd.list_tokens(None, None).unwrap().len(), 1);
+        assert_eq!(f.otpd.audit(100).unwrap().len(), audit_before);
+    }
+
+    #[test]
+    fn assign_unassign_and_realms() {
+        let f = Fixture::new();
+        let mut spec = InitSpec::new(TokenType::Hotp);
+        spec.serial = Some("H1".into());
+        spec.pin = Some("1234".into());
+        f.otpd.init_token(&f.ctx(), &spec).unwrap();
+        let t = f.otpd.assign_token(&f.ctx(), "H1", "alice", None, Some("9999")).unwrap();
+        assert_eq!(t.owner.as_ref().unwrap().login, "alice");
+        assert_eq!(t.realms, vec!["corp".to_string()]);
+        assert!(matches!(
+            f.otpd.assign_token(&f.ctx(), "H1", "bob", None, None),
+            Err(Error::AlreadyAssigned { .. })
+        ));
+        let t = f.otpd.unassign_token(&f.ctx(), "H1").unwrap();
+        assert!(t.owner.is_none());
+        assert_eq!(t.pin, StoredPin::Empty);
+        assert_eq!(t.realms, vec!["corp".to_string()], "realms stay");
+        let changes =
+            TokenChanges { realms: Some(vec!["CORP".into(), "sales".into()]), ..Default::default() };
+        let t = f.otpd.set_token(&f.ctx(), "H1", &changes).unwrap();
+        assert_eq!(t.realms, vec!["corp".to_string(), "sales".to_string()]);
+        let changes = TokenChanges { realms: Some(vec!["nosuch".into()]), ..Default::default() };
+        assert!(matches!(f.otpd.set_token(&f.ctx(), "H1", &changes), Err(Error::UnknownRealm(_))));
+    }
+
+    #[test]
+    fn resync_moves_the_counter() {
+        let f = Fixture::new();
+        let mut spec = InitSpec::new(TokenType::Hotp);
+        spec.serial = Some("H1".into());
+        spec.otpkey = Some(RFC_KEY_HEX.into());
+        f.otpd.init_token(&f.ctx(), &spec).unwrap();
+        assert!(matches!(
+            f.otpd.resync_token(&f.ctx(), "H1", "287922", "399871"),
+            Err(Error::ResyncFailed(_))
+        ));
+        assert_eq!(f.otpd.resync_token(&f.ctx(), "H1", "287922", "162583").unwrap().count, 8);
+    }
+
+    #[test]
+    fn option_type_mismatches_are_refused() {
+        let f = Fixture::new();
+        let mut spec = InitSpec::new(TokenType::Hotp);
+        spec.timestep = Some(60);
+        assert!(f.otpd.init_token(&f.ctx(), &spec).is_err());
+        let mut spec = InitSpec::new(TokenType::Totp);
+        spec.digits = Some(7);
+        assert!(f.otpd.init_token(&f.ctx(), &spec).is_err());
+        let mut spec = InitSpec::new(TokenType::Spass);
+        spec.otpkey = Some(RFC_KEY_HEX.into());
+        assert!(f.otpd.init_token(&f.ctx(), &spec).is_err());
+        let mut spec = InitSpec::new(TokenType::Pw);
+        spec.password = None;
+        let e = f.otpd.init_token(&f.ctx(), &spec).unwrap();
+        assert_eq!(e.password.unwrap().len(), PW_LENGTH);
+    }
+}

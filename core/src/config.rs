@@ -1,0 +1,716 @@
+//! otpd's configuration (TOML): where the store and key file are, the
+//! realms and their resolvers, and the RADIUS, policy and event sections
+//! that the fronts and later stages act on. `Config::locate` finds the file
+//! the way every front does (explicit path, `$OTPD_CONFIG`,
+//! `/etc/otpd/otpd.toml`, else the built-in defaults). Every error names the
+//! file, the line and the key at fault.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub const SYSTEM_CONFIG: &str = "/etc/otpd/otpd.toml";
+pub const CONFIG_ENV: &str = "OTPD_CONFIG";
+/// Name of the realm of the built-in defaults (the machine's accounts).
+pub const DEFAULT_REALM: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} line {line}: {message}")]
+    Invalid { path: PathBuf, line: usize, message: String },
+    #[error("configuration file {path} (from ${var}) does not exist")]
+    MissingFromEnv { path: PathBuf, var: &'static str },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from; `None` for the built-in defaults.
+    pub source: Option<PathBuf>,
+    pub database: PathBuf,
+    pub key_file: PathBuf,
+    /// PIN before OTP (`pin123456`), privacyIDEA's `PrependPin`.
+    pub prepend_pin: bool,
+    pub radius: RadiusConfig,
+    pub realms: Vec<RealmConfig>,
+    pub resolvers: Vec<ResolverConfig>,
+    pub policies: Vec<PolicyConfig>,
+    pub events: Vec<EventConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RadiusConfig {
+    pub listen: Vec<SocketAddr>,
+    pub clients: Vec<RadiusClientConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RadiusClientConfig {
+    pub name: String,
+    pub address: ipnet::IpNet,
+    pub secret: String,
+    pub realm: Option<String>,
+    pub require_message_authenticator: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RealmConfig {
+    /// Lower-cased: realm names compare case-insensitively.
+    pub name: String,
+    pub default: bool,
+    pub resolvers: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolverConfig {
+    pub name: String,
+    pub kind: ResolverKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ResolverKind {
+    /// `name:crypt-hash[:more passwd fields]` lines.
+    PasswdFile { path: PathBuf },
+    /// The machine's accounts; `shadow` overrides `/etc/shadow`.
+    Unix { shadow: Option<PathBuf> },
+}
+
+/// A `[[policies]]` entry. Parsed and kept; acted on by the policy stage.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub scope: String,
+    pub active: bool,
+    pub priority: i64,
+    pub realms: Vec<String>,
+    pub resolvers: Vec<String>,
+    pub users: Vec<String>,
+    pub clients: Vec<String>,
+    pub actions: toml::Table,
+    pub line: usize,
+}
+
+/// An `[[events]]` entry. Parsed and kept; acted on by the event stage.
+#[derive(Debug, Clone)]
+pub struct EventConfig {
+    pub name: String,
+    pub events: Vec<String>,
+    pub handler: String,
+    pub position: String,
+    pub action: String,
+    pub order: i64,
+    pub active: bool,
+    pub conditions: toml::Table,
+    pub options: toml::Table,
+    pub line: usize,
+}
+
+// ---- the file as written -------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database: Option<String>,
+    key_file: Option<String>,
+    prepend_pin: Option<bool>,
+    radius: Option<RawRadius>,
+    #[serde(default)]
+    realms: Vec<Spanned<RawRealm>>,
+    #[serde(default)]
+    resolvers: Vec<Spanned<RawResolver>>,
+    #[serde(default)]
+    policies: Vec<Spanned<RawPolicy>>,
+    #[serde(default)]
+    events: Vec<Spanned<RawEvent>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRadius {
+    listen: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    clients: Vec<Spanned<RawClient>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    name: String,
+    address: Spanned<String>,
+    secret: Spanned<String>,
+    realm: Option<Spanned<String>>,
+    require_message_authenticator: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRealm {
+    name: Spanned<String>,
+    #[serde(default)]
+    default: bool,
+    resolvers: Spanned<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResolver {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    path: Option<Spanned<String>>,
+    shadow: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: String,
+    scope: Spanned<String>,
+    #[serde(default = "yes")]
+    active: bool,
+    #[serde(default = "one")]
+    priority: i64,
+    #[serde(default)]
+    realms: Vec<String>,
+    #[serde(default)]
+    resolvers: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    clients: Vec<String>,
+    #[serde(default)]
+    actions: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    name: String,
+    events: Vec<String>,
+    handler: Spanned<String>,
+    #[serde(default = "post")]
+    position: Spanned<String>,
+    action: String,
+    #[serde(default)]
+    order: i64,
+    #[serde(default = "yes")]
+    active: bool,
+    #[serde(default)]
+    conditions: toml::Table,
+    #[serde(default)]
+    options: toml::Table,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> i64 {
+    1
+}
+fn post() -> Spanned<String> {
+    Spanned::new(0..0, "post".to_owned())
+}
+
+/// Turns byte offsets into line numbers for error messages.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text.get(..offset).map_or(1, |s| s.matches('\n').count() + 1)
+    }
+
+    fn error<T>(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> Result<T, ConfigError> {
+        Err(ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line: self.line(span.start),
+            message: message.into(),
+        })
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+impl Config {
+    /// The built-in defaults: `otpd.db` and `otpd.key` in the working
+    /// directory, RADIUS on loopback for a loopback client with the secret
+    /// `testing123`, and one default realm of the machine's accounts.
+    pub fn builtin() -> Config {
+        Config {
+            source: None,
+            database: PathBuf::from("otpd.db"),
+            key_file: PathBuf::from("otpd.key"),
+            prepend_pin: true,
+            radius: RadiusConfig {
+                listen: vec![SocketAddr::from(([127, 0, 0, 1], 1812))],
+                clients: vec![RadiusClientConfig {
+                    name: "localhost".into(),
+                    address: "127.0.0.1/32".parse().expect("valid CIDR"),
+                    secret: "testing123".into(),
+                    realm: None,
+                    require_message_authenticator: true,
+                }],
+            },
+            realms: vec![RealmConfig {
+                name: DEFAULT_REALM.into(),
+                default: true,
+                resolvers: vec!["unix".into()],
+            }],
+            resolvers: vec![ResolverConfig {
+                name: "unix".into(),
+                kind: ResolverKind::Unix { shadow: None },
+            }],
+            policies: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Finds the configuration: `explicit` (must exist), else `$OTPD_CONFIG`
+    /// (must exist), else `/etc/otpd/otpd.toml` if it exists, else the
+    /// built-in defaults.
+    pub fn locate(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        if let Some(path) = explicit {
+            return Config::load(path);
+        }
+        if let Some(env) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+            let path = PathBuf::from(env);
+            if !path.exists() {
+                return Err(ConfigError::MissingFromEnv { path, var: CONFIG_ENV });
+            }
+            return Config::load(&path);
+        }
+        let system = Path::new(SYSTEM_CONFIG);
+        if system.exists() { Config::load(system) } else { Ok(Config::builtin()) }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(path, &text)
+    }
+
+    /// Whether these are the built-in defaults (the daemon warns about them).
+    pub fn is_builtin(&self) -> bool {
+        self.source.is_none()
+    }
+
+    /// Parses `text` as if read from `path` (relative paths in it are taken
+    /// relative to `path`'s directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let src = Source { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: e.span().map_or(1, |s| src.line(s.start)),
+            message: e.message().trim().to_owned(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let rel = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() { p.to_owned() } else { base.join(p) }
+        };
+        let builtin = Config::builtin();
+
+        let resolvers = Self::resolvers(&src, &raw.resolvers, &rel)?;
+        let realms = if raw.realms.is_empty() && raw.resolvers.is_empty() {
+            // A file without realms keeps the default realm of the machine's accounts.
+            (builtin.realms.clone(), builtin.resolvers.clone())
+        } else {
+            (Self::realms(&src, &raw.realms, &resolvers)?, resolvers)
+        };
+        let (realms, resolvers) = realms;
+        let realm_names: HashSet<&str> = realms.iter().map(|r| r.name.as_str()).collect();
+
+        let radius = match raw.radius {
+            None => builtin.radius.clone(),
+            Some(r) => Self::radius(&src, r, &realm_names, &builtin.radius)?,
+        };
+
+        let mut policies = Vec::new();
+        for p in raw.policies {
+            let line = src.line(p.span().start);
+            let p = p.into_inner();
+            if !matches!(p.scope.get_ref().as_str(), "enrollment" | "authentication") {
+                return src.error(
+                    p.scope.span(),
+                    format!(
+                        "policy '{}': scope '{}' is unknown (use enrollment or authentication)",
+                        p.name,
+                        p.scope.get_ref()
+                    ),
+                );
+            }
+            policies.push(PolicyConfig {
+                name: p.name,
+                scope: p.scope.into_inner(),
+                active: p.active,
+                priority: p.priority,
+                realms: p.realms,
+                resolvers: p.resolvers,
+                users: p.users,
+                clients: p.clients,
+                actions: p.actions,
+                line,
+            });
+        }
+
+        let mut events = Vec::new();
+        for e in raw.events {
+            let line = src.line(e.span().start);
+            let e = e.into_inner();
+            if !matches!(e.position.get_ref().as_str(), "pre" | "post") {
+                let span = if e.position.span().is_empty() { 0..0 } else { e.position.span() };
+                return src.error(
+                    span,
+                    format!(
+                        "event '{}': position '{}' is unknown (use pre or post)",
+                        e.name,
+                        e.position.get_ref()
+                    ),
+                );
+            }
+            if e.handler.get_ref() != "token" {
+                return src.error(
+                    e.handler.span(),
+                    format!("event '{}': handler '{}' is unknown (use token)", e.name, e.handler.get_ref()),
+                );
+            }
+            events.push(EventConfig {
+                name: e.name,
+                events: e.events,
+                handler: e.handler.into_inner(),
+                position: e.position.into_inner(),
+                action: e.action,
+                order: e.order,
+                active: e.active,
+                conditions: e.conditions,
+                options: e.options,
+                line,
+            });
+        }
+
+        Ok(Config {
+            source: Some(path.to_owned()),
+            database: raw.database.as_deref().map_or_else(|| rel("otpd.db"), &rel),
+            key_file: raw.key_file.as_deref().map_or_else(|| rel("otpd.key"), &rel),
+            prepend_pin: raw.prepend_pin.unwrap_or(true),
+            radius,
+            realms,
+            resolvers,
+            policies,
+            events,
+        })
+    }
+
+    fn resolvers(
+        src: &Source<'_>,
+        raw: &[Spanned<RawResolver>],
+        rel: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<Vec<ResolverConfig>, ConfigError> {
+        let mut out: Vec<ResolverConfig> = Vec::new();
+        for r in raw {
+            let r = r.get_ref();
+            let name = r.name.get_ref();
+            if !valid_name(name) {
+                return src.error(
+                    r.name.span(),
+                    format!("resolvers: name '{name}' is invalid (use letters, digits, '_', '-', '.')"),
+                );
+            }
+            if out.iter().any(|o| o.name == *name) {
+                return src.error(r.name.span(), format!("resolvers: name '{name}' is defined twice"));
+            }
+            let kind = match r.kind.get_ref().as_str() {
+                "passwdfile" => match &r.path {
+                    Some(p) if !p.get_ref().is_empty() => ResolverKind::PasswdFile { path: rel(p.get_ref()) },
+                    _ => {
+                        return src.error(
+                            r.name.span(),
+                            format!("resolver '{name}': type passwdfile needs the key 'path'"),
+                        );
+                    }
+                },
+                "unix" => {
+                    if let Some(p) = &r.path {
+                        return src.error(
+                            p.span(),
+                            format!("resolver '{name}': key 'path' is not used by type unix"),
+                        );
+                    }
+                    ResolverKind::Unix { shadow: r.shadow.as_deref().map(rel) }
+                }
+                other => {
+                    return src.error(
+                        r.kind.span(),
+                        format!(
+                            "resolver '{name}': type '{other}' is not supported (use passwdfile or unix)"
+                        ),
+                    );
+                }
+            };
+            if r.shadow.is_some() && !matches!(kind, ResolverKind::Unix { .. }) {
+                return src
+                    .error(r.name.span(), format!("resolver '{name}': key 'shadow' is only for type unix"));
+            }
+            out.push(ResolverConfig { name: name.clone(), kind });
+        }
+        Ok(out)
+    }
+
+    fn realms(
+        src: &Source<'_>,
+        raw: &[Spanned<RawRealm>],
+        resolvers: &[ResolverConfig],
+    ) -> Result<Vec<RealmConfig>, ConfigError> {
+        let mut out: Vec<RealmConfig> = Vec::new();
+        for r in raw {
+            let r = r.get_ref();
+            let name = r.name.get_ref().to_lowercase();
+            if !valid_name(&name) {
+                return src.error(
+                    r.name.span(),
+                    format!("realms: name '{name}' is invalid (use letters, digits, '_', '-', '.')"),
+                );
+            }
+            if out.iter().any(|o| o.name == name) {
+                return src.error(r.name.span(), format!("realms: name '{name}' is defined twice"));
+            }
+            if r.resolvers.get_ref().is_empty() {
+                return src.error(
+                    r.resolvers.span(),
+                    format!("realm '{name}': resolvers must name at least one resolver"),
+                );
+            }
+            for res in r.resolvers.get_ref() {
+                if !resolvers.iter().any(|d| d.name == *res) {
+                    return src.error(
+                        r.resolvers.span(),
+                        format!(
+                            "realm '{name}': resolvers names '{res}', which no [[resolvers]] entry defines"
+                        ),
+                    );
+                }
+            }
+            if r.default
+                && let Some(other) = out.iter().find(|o| o.default)
+            {
+                return src.error(
+                    r.name.span(),
+                    format!(
+                        "realm '{name}': default = true, but realm '{}' is already the default",
+                        other.name
+                    ),
+                );
+            }
+            out.push(RealmConfig { name, default: r.default, resolvers: r.resolvers.get_ref().clone() });
+        }
+        if out.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: src.path.to_owned(),
+                line: 1,
+                message: "resolvers are defined but no [[realms]] entry uses them".into(),
+            });
+        }
+        if out.len() == 1 {
+            out[0].default = true;
+        }
+        Ok(out)
+    }
+
+    fn radius(
+        src: &Source<'_>,
+        raw: RawRadius,
+        realms: &HashSet<&str>,
+        builtin: &RadiusConfig,
+    ) -> Result<RadiusConfig, ConfigError> {
+        let listen = match raw.listen {
+            None => builtin.listen.clone(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for l in list {
+                    match l.get_ref().parse::<SocketAddr>() {
+                        Ok(a) => out.push(a),
+                        Err(_) => {
+                            return src.error(
+                                l.span(),
+                                format!(
+                                    "radius.listen: '{}' is not an address with port (e.g. 127.0.0.1:1812 or [::1]:1812)",
+                                    l.get_ref()
+                                ),
+                            );
+                        }
+                    }
+                }
+                out
+            }
+        };
+        let mut clients = Vec::new();
+        for c in raw.clients {
+            let c = c.into_inner();
+            let text = c.address.get_ref();
+            let address = match text.parse::<ipnet::IpNet>() {
+                Ok(n) => n,
+                Err(_) => match text.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ipnet::IpNet::from(ip),
+                    Err(_) => {
+                        return src.error(
+                            c.address.span(),
+                            format!(
+                                "radius client '{}': address '{text}' is not an IP address or CIDR",
+                                c.name
+                            ),
+                        );
+                    }
+                },
+            };
+            if c.secret.get_ref().is_empty() {
+                return src
+                    .error(c.secret.span(), format!("radius client '{}': secret must not be empty", c.name));
+            }
+            if let Some(realm) = &c.realm
+                && !realms.contains(realm.get_ref().to_lowercase().as_str())
+            {
+                return src.error(
+                    realm.span(),
+                    format!("radius client '{}': realm '{}' is not defined", c.name, realm.get_ref()),
+                );
+            }
+            clients.push(RadiusClientConfig {
+                name: c.name,
+                address,
+                secret: c.secret.into_inner(),
+                realm: c.realm.map(|r| r.into_inner().to_lowercase()),
+                require_message_authenticator: c.require_message_authenticator.unwrap_or(true),
+            });
+        }
+        Ok(RadiusConfig { listen, clients })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/otpd/otpd.toml"), text)
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    const GOOD: &str = r#"
+database = "otpd.db"
+key_file = "/var/lib/otpd/otpd.key"
+
+[radius]
+listen = ["127.0.0.1:1812", "[::1]:1812"]
+
+[[radius.clients]]
+name = "localhost"
+address = "127.0.0.1/32"
+secret = "testing123"
+realm = "corp"
+
+[[realms]]
+name = "Corp"
+default = true
+resolvers = ["corp-users"]
+
+[[resolvers]]
+name = "corp-users"
+type = "passwdfile"
+path = "users"
+
+[[policies]]
+name = "corp-enrollment"
+scope = "enrollment"
+realms = ["corp"]
+[policies.actions]
+max_token_per_user = 2
+
+[[events]]
+name = "new tokens join sales"
+events = ["token_init"]
+handler = "token"
+position = "post"
+action = "set tokenrealm"
+conditions = { realm = "corp" }
+options = { realm = "sales" }
+"#;
+
+    #[test]
+    fn full_example_parses_with_relative_paths() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.database, PathBuf::from("/etc/otpd/otpd.db"));
+        assert_eq!(c.key_file, PathBuf::from("/var/lib/otpd/otpd.key"));
+        assert_eq!(c.realms[0].name, "corp");
+        assert!(c.realms[0].default);
+        assert!(
+            matches!(&c.resolvers[0].kind, ResolverKind::PasswdFile { path } if path == Path::new("/etc/otpd/users"))
+        );
+        assert_eq!(c.radius.listen.len(), 2);
+        assert!(c.radius.clients[0].require_message_authenticator);
+        assert_eq!(c.policies.len(), 1);
+        assert_eq!(c.events[0].position, "post");
+        assert!(c.prepend_pin);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err("database = \"x\"\n\n[[realms]]\nname = \"a\"\nresolvers = [\"u\"]\ncolour = 1\n");
+        assert!(e.contains("line 6"), "{e}");
+        assert!(e.contains("colour"), "{e}");
+        assert!(e.starts_with("/etc/otpd/otpd.toml"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_line_and_key() {
+        let e = err("[[realms]]\nname = \"a\"\nresolvers = [\"nope\"]\n");
+        assert!(e.contains("line 3") && e.contains("'nope'"), "{e}");
+        let e = err("[[resolvers]]\nname = \"r\"\ntype = \"ldap\"\n");
+        assert!(e.contains("line 3") && e.contains("ldap"), "{e}");
+        let e = err(
+            "[[resolvers]]\nname = \"r\"\ntype = \"passwdfile\"\n[[realms]]\nname = \"a\"\nresolvers = [\"r\"]\n",
+        );
+        assert!(e.contains("line 2") && e.contains("path"), "{e}");
+        let e = err("[radius]\nlisten = [\"localhost\"]\n");
+        assert!(e.contains("line 2") && e.contains("radius.listen"), "{e}");
+        let e = err("[[radius.clients]]\nname = \"x\"\naddress = \"10.0.0.300/8\"\nsecret = \"s\"\n");
+        assert!(e.contains("line 3") && e.contains("address"), "{e}");
+        let e = err("prepend_pin = \"yes\"\n");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn two_default_realms_refused() {
+        let e = err(
+            "[[resolvers]]\nname = \"u\"\ntype = \"unix\"\n[[realms]]\nname = \"a\"\ndefault = true\nresolvers = [\"u\"]\n[[realms]]\nname = \"b\"\ndefault = true\nresolvers = [\"u\"]\n",
+        );
+        assert!(e.contains("line 9") && e.contains("already the default"), "{e}");
+    }
+
+    #[test]
+    fn file_without_realms_keeps_default_realm() {
+        let c = parse("database = \"x.db\"\n").unwrap();
+        assert_eq!(c.realms[0].name, DEFAULT_REALM);
+        assert!(matches!(c.resolvers[0].kind, ResolverKind::Unix { .. }));
+    }
+
+    #[test]
+    fn builtin_defaults() {
+        let c = Config::builtin();
+        assert!(c.is_builtin());
+        assert_eq!(c.radius.clients[0].secret, "testing123");
+        assert_eq!(c.database, PathBuf::from("otpd.db"));
+    }
+}

@@ -1,0 +1,238 @@
+//! Secrets at rest and in comparison: the AES-256-GCM key file that
+//! encrypts OTP keys and token passwords, Argon2id PIN hashes, constant-time
+//! comparison and random material. Nothing here logs or prints a secret.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+const NONCE_LEN: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("cannot read key file {path}: {source}")]
+    KeyRead { path: PathBuf, source: std::io::Error },
+    #[error("cannot create key file {path}: {source}")]
+    KeyCreate { path: PathBuf, source: std::io::Error },
+    #[error("key file {path} is malformed: it must hold 64 hex digits (a 256-bit key)")]
+    KeyMalformed { path: PathBuf },
+    #[error(
+        "a stored secret cannot be decrypted: the key file does not match this database or the data is corrupt"
+    )]
+    Decrypt,
+    #[error("the system random number generator failed: {0}")]
+    Random(String),
+    #[error("cannot hash the PIN: {0}")]
+    PinHash(String),
+}
+
+/// The secrets-at-rest key. Loaded from, or created as, a 0600 key file.
+pub struct SecretKey {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+impl SecretKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        let key = Key::<Aes256Gcm>::from(bytes);
+        SecretKey { cipher: Aes256Gcm::new(&key) }
+    }
+
+    /// Reads the key file; `Ok(None)` when it does not exist.
+    pub fn load(path: &Path) -> Result<Option<Self>, CryptoError> {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => Zeroizing::new(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(CryptoError::KeyRead { path: path.to_owned(), source }),
+        };
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        let hex = text.trim().as_bytes();
+        if hex.len() != 64 || data_encoding::HEXLOWER_PERMISSIVE.decode_mut(hex, &mut bytes[..]).is_err() {
+            return Err(CryptoError::KeyMalformed { path: path.to_owned() });
+        }
+        Ok(Some(Self::from_bytes(*bytes)))
+    }
+
+    /// Creates a new random key file with mode 0600. Several processes may
+    /// race here: the key is written to a private temporary file and linked
+    /// into place, so nobody ever reads a half-written key, and the loser of
+    /// the race uses the winner's key.
+    pub fn create(path: &Path) -> Result<Self, CryptoError> {
+        let create_err = |source| CryptoError::KeyCreate { path: path.to_owned(), source };
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        fill_random(&mut bytes[..])?;
+        let hex = Zeroizing::new(data_encoding::HEXLOWER.encode(&bytes[..]));
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let mut file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(create_err)?;
+        let written = file
+            .write_all(hex.as_bytes())
+            .and_then(|_| file.write_all(b"\n"))
+            .and_then(|_| file.sync_all())
+            .and_then(|_| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(create_err(e));
+        }
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(Self::from_bytes(*bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Self::load(path)?.ok_or_else(|| create_err(e))
+            }
+            Err(e) => Err(create_err(e)),
+        }
+    }
+
+    /// Encrypts `plain`, binding it to `context` (serial and field name) so
+    /// that a ciphertext moved to another token or field does not decrypt.
+    pub fn seal(&self, context: &str, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce)?;
+        let ct = self
+            .cipher
+            .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad: context.as_bytes() })
+            .map_err(|_| CryptoError::Decrypt)?;
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(CryptoError::Decrypt);
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_from(nonce).map_err(|_| CryptoError::Decrypt)?;
+        self.cipher
+            .decrypt(&nonce, Payload { msg: ct, aad: context.as_bytes() })
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Decrypt)
+    }
+}
+
+pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
+    getrandom::fill(buf).map_err(|e| CryptoError::Random(e.to_string()))
+}
+
+/// A uniformly random string of `len` characters from `alphabet`
+/// (rejection sampling, so no character is favoured).
+pub fn random_string(alphabet: &[u8], len: usize) -> Result<String, CryptoError> {
+    let n = alphabet.len();
+    assert!((1..=256).contains(&n), "alphabet must have 1 to 256 characters");
+    let limit = 256 - (256 % n);
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        fill_random(&mut buf)?;
+        for &b in &buf {
+            if (b as usize) < limit && out.len() < len {
+                out.push(alphabet[b as usize % n] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Constant-time equality of two secrets (OTP values, passwords). The
+/// lengths are not secret: OTP lengths are public token parameters.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Argon2id parameters for PINs: 19 MiB, 2 passes (OWASP's recommendation),
+/// which costs a few tens of milliseconds per check.
+fn pin_hasher() -> Argon2<'static> {
+    let params = argon2::Params::new(19 * 1024, 2, 1, None).expect("valid Argon2 parameters");
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// Hashes a PIN into a PHC string (`$argon2id$...`).
+pub fn hash_pin(pin: &str) -> Result<String, CryptoError> {
+    pin_hasher()
+        .hash_password(pin.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| CryptoError::PinHash(e.to_string()))
+}
+
+/// Checks a PIN against its PHC hash; a malformed hash never matches.
+pub fn verify_pin_hash(pin: &str, phc: &str) -> bool {
+    pin_hasher().verify_password(pin.as_bytes(), phc).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_and_open_round_trip_with_context() {
+        let key = SecretKey::from_bytes([7u8; 32]);
+        let sealed = key.seal("OATH1:otpkey", b"secret").unwrap();
+        assert_eq!(&key.open("OATH1:otpkey", &sealed).unwrap()[..], b"secret");
+        assert!(key.open("OATH2:otpkey", &sealed).is_err(), "wrong context must fail");
+        let other = SecretKey::from_bytes([8u8; 32]);
+        assert!(other.open("OATH1:otpkey", &sealed).is_err(), "wrong key must fail");
+        assert!(key.open("OATH1:otpkey", &sealed[..5]).is_err());
+    }
+
+    #[test]
+    fn key_file_created_0600_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpd.key");
+        assert!(SecretKey::load(&path).unwrap().is_none());
+        let key = SecretKey::create(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let sealed = key.seal("c", b"x").unwrap();
+        let again = SecretKey::load(&path).unwrap().unwrap();
+        assert_eq!(&again.open("c", &sealed).unwrap()[..], b"x");
+        // A second create keeps the first key.
+        let raced = SecretKey::create(&path).unwrap();
+        assert_eq!(&raced.open("c", &sealed).unwrap()[..], b"x");
+    }
+
+    #[test]
+    fn malformed_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.key");
+        fs::write(&path, "nothex").unwrap();
+        assert!(matches!(SecretKey::load(&path), Err(CryptoError::KeyMalformed { .. })));
+    }
+
+    #[test]
+    fn pin_hash_verifies_only_the_right_pin() {
+        let h = hash_pin("1234").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_pin_hash("1234", &h));
+        assert!(!verify_pin_hash("1235", &h));
+        assert!(!verify_pin_hash("1234", "garbage"));
+    }
+
+    #[test]
+    fn ct_eq_compares_contents_and_length() {
+        assert!(ct_eq(b"123456", b"123456"));
+        assert!(!ct_eq(b"123456", b"123457"));
+        assert!(!ct_eq(b"12345", b"123456"));
+    }
+
+    #[test]
+    fn random_string_uses_alphabet() {
+        let s = random_string(b"ab", 100).unwrap();
+        assert_eq!(s.len(), 100);
+        assert!(s.chars().all(|c| c == 'a' || c == 'b'));
+    }
+}

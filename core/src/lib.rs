@@ -1,0 +1,130 @@
+//! otpd-core: every rule of otpd. How a password splits into PIN and OTP,
+//! which tokens are tried, counters and replay protection, failcounters,
+//! validity periods, realms and userstores, secrets at rest, and the token
+//! store. The fronts (the RADIUS listener and admin CLI in `otpd`, the PAM
+//! module `pam_otpd`) translate their input into calls on [`Otpd`] and its
+//! outcomes back; none of them holds a rule of its own.
+//!
+//! The core is synchronous (no async runtime), so the PAM module and the CLI
+//! call it directly and the daemon calls it from blocking worker threads.
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod datetime;
+pub mod error;
+pub mod otp;
+pub mod otpauth;
+pub mod realm;
+pub mod store;
+pub mod token;
+pub mod userstore;
+pub mod validate;
+
+use std::sync::Arc;
+
+pub use admin::{AdminContext, InitSpec, TokenChanges};
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use config::Config;
+pub use error::{Error, Result};
+pub use realm::{Realms, User};
+pub use store::{AuditRecord, TokenFilter, TokenStore};
+pub use token::{Token, TokenType};
+pub use validate::{AuthRequest, Front, Outcome};
+
+use crypto::SecretKey;
+use store::sqlite::{SqliteConfig, SqliteStore};
+
+/// The `meta` entry that proves a key file belongs to a database: a value
+/// sealed under the database's key when the database was created.
+const KEY_CHECK: &str = "key_check";
+const KEY_CHECK_PLAIN: &[u8] = b"otpd secrets key";
+
+/// One open otpd: configuration, token store, secrets key, realms and clock.
+/// Cheap calls take `&self`; it is `Send + Sync`, so one instance can serve
+/// many threads.
+#[derive(Debug)]
+pub struct Otpd {
+    config: Config,
+    store: Box<dyn TokenStore>,
+    key: SecretKey,
+    realms: Realms,
+    clock: Arc<dyn Clock>,
+}
+
+impl Otpd {
+    /// Opens the store (creating it and its key file on first use) and the
+    /// realms' resolvers. Refuses a database whose key file is missing or
+    /// does not match, and a database of a newer schema, changing nothing.
+    pub fn open(config: Config) -> Result<Otpd> {
+        let store = SqliteStore::open(SqliteConfig::new(&config.database))?;
+        let key = Self::open_key(&config, &store)?;
+        let realms = Realms::open(&config)?;
+        Ok(Otpd { config, store: Box::new(store), key, realms, clock: Arc::new(SystemClock) })
+    }
+
+    fn open_key(config: &Config, store: &SqliteStore) -> Result<SecretKey> {
+        let check = store.read()?.meta(KEY_CHECK)?;
+        let key = match (SecretKey::load(&config.key_file)?, &check) {
+            (Some(key), _) => key,
+            (None, None) => SecretKey::create(&config.key_file)?,
+            (None, Some(_)) => {
+                return Err(Error::KeyFileMissing {
+                    key: config.key_file.clone(),
+                    database: config.database.clone(),
+                });
+            }
+        };
+        let mismatch =
+            || Error::KeyMismatch { key: config.key_file.clone(), database: config.database.clone() };
+        match check {
+            Some(sealed) => {
+                let plain = key.open(KEY_CHECK, &sealed).map_err(|_| mismatch())?;
+                if &plain[..] != KEY_CHECK_PLAIN {
+                    return Err(mismatch());
+                }
+            }
+            None => {
+                let mut tx = store.write()?;
+                // Another process may have bound its key meanwhile.
+                match tx.meta(KEY_CHECK)? {
+                    Some(sealed) => {
+                        key.open(KEY_CHECK, &sealed).map_err(|_| mismatch())?;
+                    }
+                    None => {
+                        tx.set_meta(KEY_CHECK, &key.seal(KEY_CHECK, KEY_CHECK_PLAIN)?)?;
+                        tx.commit()?;
+                    }
+                }
+            }
+        }
+        Ok(key)
+    }
+
+    /// Replaces the clock (tests inject a fixed one).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn realms(&self) -> &Realms {
+        &self.realms
+    }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
+    }
+
+    /// The newest audit records, newest first.
+    pub fn audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
+        Ok(self.store.read()?.audit(limit)?)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,0 +1,108 @@
+//! The token store: where tokens, their realms, the audit trail and a few
+//! facts about the database live. One trait pair, `TokenStore` (opens read
+//! and write transactions) and `StoreRead`/`StoreWrite` (what a transaction
+//! can do), so that another backend (PostgreSQL, for several nodes) can sit
+//! behind the same calls. Each backend has its own folder and config type;
+//! no backend type leaks out of its folder.
+//!
+//! Concurrency rule: one-time use of an OTP is the single compare-and-set
+//! `StoreWrite::consume`, which succeeds for exactly one of any number of
+//! racing transactions, in this process or another.
+
+pub mod sqlite;
+
+use jiff::Timestamp;
+
+use crate::token::{Consume, Token, TokenType};
+
+pub use sqlite::{SqliteConfig, SqliteStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {message}")]
+    Open { path: String, message: String },
+    #[error(
+        "database {path} was written by a newer otpd (schema version {found}; this otpd knows up to {supported}); upgrade otpd"
+    )]
+    SchemaTooNew { path: String, found: i64, supported: i64 },
+    #[error("a token with serial '{0}' already exists")]
+    DuplicateSerial(String),
+    #[error("database {path} is busy: another process held its write lock for longer than {timeout_ms} ms")]
+    Busy { path: String, timeout_ms: u64 },
+    #[error("database {path}: {message}")]
+    Backend { path: String, message: String },
+    #[error("database {path} holds an invalid value: {message}")]
+    Corrupt { path: String, message: String },
+}
+
+/// Which tokens to list. Empty filter: all tokens.
+#[derive(Debug, Clone, Default)]
+pub struct TokenFilter {
+    /// Tokens owned by this user (login, realm).
+    pub owner: Option<(String, String)>,
+    /// Tokens that have this realm among their realms.
+    pub realm: Option<String>,
+    /// Only tokens without an owner.
+    pub unassigned: bool,
+}
+
+/// One audit record: who did what to which token, with what result. Never
+/// a secret: no PIN, OTP, password or key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub time: Timestamp,
+    /// Who acted: the CLI's operating-system user, or the front for logins.
+    pub actor: String,
+    /// The event name (`validate_check`, `token_init`, ...).
+    pub action: String,
+    /// `cli`, `radius` or `pam`.
+    pub front: String,
+    pub serial: Option<String>,
+    pub user: Option<String>,
+    pub realm: Option<String>,
+    pub client: Option<String>,
+    pub success: bool,
+    pub message: String,
+}
+
+/// Reads, inside a transaction (a consistent snapshot).
+pub trait StoreRead {
+    fn token(&self, serial: &str) -> Result<Option<Token>, StoreError>;
+    /// Tokens matching `filter`, in store (creation) order.
+    fn tokens(&self, filter: &TokenFilter) -> Result<Vec<Token>, StoreError>;
+    /// How many tokens of this type exist (serial numbering).
+    fn count_tokens_of_type(&self, token_type: TokenType) -> Result<u64, StoreError>;
+    /// The newest `limit` audit records, newest first.
+    fn audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// Writes, inside one write transaction; nothing is visible to others, and
+/// nothing is durable, until `commit`. Dropping without commit rolls back.
+pub trait StoreWrite: StoreRead {
+    /// Fails with `DuplicateSerial` when the serial exists.
+    fn insert_token(&mut self, token: &Token) -> Result<i64, StoreError>;
+    /// Writes every field of an existing token (admin operations).
+    fn update_token(&mut self, token: &Token) -> Result<(), StoreError>;
+    fn delete_token(&mut self, serial: &str) -> Result<bool, StoreError>;
+    /// The one-time-use compare-and-set: stores the new counter state, resets
+    /// the failcounter and counts a successful authentication, but only if the
+    /// token is still active, not locked out and its stored count is at most
+    /// `consume.max_stored`. Returns whether the token was updated.
+    fn consume(&mut self, serial: &str, consume: &Consume) -> Result<bool, StoreError>;
+    /// A failed attempt: counts it, and raises the failcounter unless it is
+    /// at maxfail already (stamping `failcounter_exceeded` when it gets there).
+    fn record_failure(&mut self, serial: &str, now: Timestamp) -> Result<(), StoreError>;
+    fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+pub trait TokenStore: Send + Sync + std::fmt::Debug {
+    fn read(&self) -> Result<Box<dyn StoreRead + '_>, StoreError>;
+    /// A write transaction that holds the write lock from its start, so that
+    /// a read-check-write inside it cannot interleave with another writer.
+    fn write(&self) -> Result<Box<dyn StoreWrite + '_>, StoreError>;
+    /// Whether the store was created empty by this open (no schema before).
+    fn is_new(&self) -> bool;
+}

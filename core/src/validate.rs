@@ -1,0 +1,459 @@
+//! The validation flow (`authenticate`): the one entry point that the RADIUS
+//! front, the PAM front and `otpd check` share, so all three answer the same
+//! input the same way. It follows privacyIDEA's token-list algorithm: find
+//! the user, try each of their tokens (split, PIN, OTP), then decide on the
+//! first non-empty branch (valid, pin-matching, invalid, skipped), and
+//! commit counters, failcounters and the audit record in one transaction.
+
+use std::net::IpAddr;
+
+use jiff::Timestamp;
+use zeroize::Zeroizing;
+
+use crate::Otpd;
+use crate::error::{Error, Result};
+use crate::realm::User;
+use crate::store::{AuditRecord, StoreWrite, TokenFilter};
+use crate::token::{Consume, Token, TokenType, split_pin_otp};
+
+/// Which front asked; recorded in the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    Cli,
+    Radius,
+    Pam,
+}
+
+impl Front {
+    pub fn name(self) -> &'static str {
+        match self {
+            Front::Cli => "cli",
+            Front::Radius => "radius",
+            Front::Pam => "pam",
+        }
+    }
+}
+
+/// One authentication attempt.
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    /// `login`, `login@realm` or `realm\login`.
+    pub user: String,
+    /// A realm that wins over any realm in `user`.
+    pub realm: Option<String>,
+    /// The realm when neither `realm` nor `user` names one, instead of the
+    /// default realm (the RADIUS client's realm).
+    pub fallback_realm: Option<String>,
+    pub password: Zeroizing<String>,
+    /// The requesting client (RADIUS NAS, PAM_RHOST, `--client`).
+    pub client: Option<IpAddr>,
+    /// The transaction id of a challenge being answered (RADIUS `State`).
+    pub state: Option<String>,
+    pub front: Front,
+    /// The PAM service or RADIUS client name, for the audit trail.
+    pub service: Option<String>,
+}
+
+impl AuthRequest {
+    pub fn new(user: impl Into<String>, password: impl Into<String>, front: Front) -> Self {
+        AuthRequest {
+            user: user.into(),
+            realm: None,
+            fallback_realm: None,
+            password: Zeroizing::new(password.into()),
+            client: None,
+            state: None,
+            front,
+            service: None,
+        }
+    }
+}
+
+/// The verdict. `message` is privacyIDEA's detail message (e.g. `matching 1
+/// tokens`, `wrong otp pin`): safe to show and log, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accept { message: String, serial: Option<String>, token_type: Option<TokenType> },
+    Reject { message: String, serial: Option<String> },
+    Challenge { state: String, message: String, serial: Option<String> },
+}
+
+impl Outcome {
+    pub fn message(&self) -> &str {
+        match self {
+            Outcome::Accept { message, .. }
+            | Outcome::Reject { message, .. }
+            | Outcome::Challenge { message, .. } => message,
+        }
+    }
+
+    pub fn serial(&self) -> Option<&str> {
+        match self {
+            Outcome::Accept { serial, .. }
+            | Outcome::Reject { serial, .. }
+            | Outcome::Challenge { serial, .. } => serial.as_deref(),
+        }
+    }
+
+    pub fn is_accept(&self) -> bool {
+        matches!(self, Outcome::Accept { .. })
+    }
+
+    fn reject(message: impl Into<String>, serial: Option<String>) -> Self {
+        Outcome::Reject { message: message.into(), serial }
+    }
+}
+
+/// What one token made of the password.
+enum Verdict {
+    /// Skipped before any check, with the reason (disabled, locked out, ...).
+    Skipped(&'static str),
+    /// Neither PIN nor OTP matched (or the password was too short to split).
+    Invalid,
+    /// PIN right, OTP wrong; `previous` when the OTP is the last one accepted.
+    PinMatch { previous: bool },
+    /// PIN and OTP right: this counter state is to be committed.
+    Valid(Consume),
+}
+
+impl Otpd {
+    /// Authenticates a user with PIN+OTP. `Err` only for faults (store,
+    /// userstore, key); every "no" is an `Outcome::Reject` with its reason.
+    pub fn authenticate(&self, req: &AuthRequest) -> Result<Outcome> {
+        let now = self.clock.now();
+        let mut audit = AuditRecord {
+            time: now,
+            actor: match &req.service {
+                Some(s) => format!("{}:{s}", req.front.name()),
+                None => req.front.name().to_owned(),
+            },
+            action: "validate_check".into(),
+            front: req.front.name().into(),
+            serial: None,
+            user: Some(req.user.clone()),
+            realm: req.realm.clone(),
+            client: req.client.map(|c| c.to_string()),
+            success: false,
+            message: String::new(),
+        };
+        let user = match self.realms.resolve(&req.user, req.realm.as_deref(), req.fallback_realm.as_deref()) {
+            Ok(u) => u,
+            Err(Error::UnknownUser { login, realm }) => {
+                let outcome = Outcome::reject(format!("User {login}@{realm} does not exist."), None);
+                audit.user = Some(login);
+                audit.realm = Some(realm);
+                return self.finish(None, audit, outcome);
+            }
+            Err(Error::UnknownRealm(realm)) => {
+                return self.finish(
+                    None,
+                    audit,
+                    Outcome::reject(format!("Realm {realm} does not exist."), None),
+                );
+            }
+            Err(Error::NoDefaultRealm) => {
+                return self.finish(None, audit, Outcome::reject(Error::NoDefaultRealm.to_string(), None));
+            }
+            Err(e) => return Err(e),
+        };
+        audit.user = Some(user.login.clone());
+        audit.realm = Some(user.realm.clone());
+
+        let mut tokens = self.user_tokens(&user)?;
+        if tokens.is_empty() {
+            return self.finish(None, audit, Outcome::reject("The user has no tokens assigned", None));
+        }
+        // Type order hotp < pw < spass < totp, then creation order.
+        tokens.sort_by_key(|t| (t.token_type.weight(), t.id));
+        let mut verdicts = Vec::with_capacity(tokens.len());
+        for token in &tokens {
+            verdicts.push(self.try_token(token, req, now)?);
+        }
+
+        let mut tx = self.store.write()?;
+        let outcome = decide(tx.as_mut(), &tokens, &verdicts, now)?;
+        self.finish(Some(tx), audit, outcome)
+    }
+
+    fn user_tokens(&self, user: &User) -> Result<Vec<Token>> {
+        let filter =
+            TokenFilter { owner: Some((user.login.clone(), user.realm.clone())), ..Default::default() };
+        Ok(self.store.read()?.tokens(&filter)?)
+    }
+
+    /// Splits, checks the PIN, checks the OTP. Writes nothing.
+    fn try_token(&self, token: &Token, req: &AuthRequest, now: Timestamp) -> Result<Verdict> {
+        if let Some(reason) = token.unusable_reason(now) {
+            return Ok(Verdict::Skipped(reason));
+        }
+        if req.state.is_some() {
+            // No challenge of this token carries that transaction id.
+            return Ok(Verdict::Invalid);
+        }
+        let (pin, otp) = if token.token_type == TokenType::Spass {
+            (req.password.as_str(), "")
+        } else {
+            match split_pin_otp(&req.password, token.otplen as usize, self.config.prepend_pin) {
+                Some(parts) => parts,
+                None => return Ok(Verdict::Invalid),
+            }
+        };
+        if !token.pin.matches(pin, &self.key) {
+            return Ok(Verdict::Invalid);
+        }
+        let secret = token.open_secret(&self.key)?;
+        Ok(match token.check_otp(&secret, otp, now) {
+            Some(consume) => Verdict::Valid(consume),
+            None => Verdict::PinMatch { previous: token.is_previous_otp(&secret, otp) },
+        })
+    }
+
+    /// Appends the audit record for `outcome` and commits (one fsync for
+    /// the counters, failcounters and the audit record together).
+    fn finish(
+        &self,
+        tx: Option<Box<dyn StoreWrite + '_>>,
+        mut audit: AuditRecord,
+        outcome: Outcome,
+    ) -> Result<Outcome> {
+        let mut tx = match tx {
+            Some(tx) => tx,
+            None => self.store.write()?,
+        };
+        audit.success = outcome.is_accept();
+        audit.serial = outcome.serial().map(str::to_owned);
+        audit.message = outcome.message().to_owned();
+        tx.append_audit(&audit)?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+}
+
+/// privacyIDEA's decision over the per-token verdicts, applied inside the
+/// write transaction: the first non-empty branch of valid, pin-matching,
+/// invalid, skipped wins.
+fn decide(
+    tx: &mut dyn StoreWrite,
+    tokens: &[Token],
+    verdicts: &[Verdict],
+    now: Timestamp,
+) -> Result<Outcome> {
+    let mut accepted: Vec<&Token> = Vec::new();
+    let mut pin_matching: Vec<(&Token, bool)> = Vec::new();
+    let mut invalid: Vec<&Token> = Vec::new();
+    let mut skipped: Vec<&'static str> = Vec::new();
+    for (token, verdict) in tokens.iter().zip(verdicts) {
+        match verdict {
+            // The compare-and-set fails when another request consumed this
+            // OTP (or locked/disabled the token) since we read it: then the
+            // OTP is, for this request, a replay.
+            Verdict::Valid(consume) => {
+                if tx.consume(&token.serial, consume)? {
+                    accepted.push(token);
+                } else {
+                    pin_matching.push((token, true));
+                }
+            }
+            Verdict::PinMatch { previous } => pin_matching.push((token, *previous)),
+            Verdict::Invalid => invalid.push(token),
+            Verdict::Skipped(reason) => {
+                if !skipped.contains(reason) {
+                    skipped.push(reason);
+                }
+            }
+        }
+    }
+    if !accepted.is_empty() {
+        let single = (accepted.len() == 1).then(|| accepted[0]);
+        return Ok(Outcome::Accept {
+            message: format!("matching {} tokens", accepted.len()),
+            serial: single.map(|t| t.serial.clone()),
+            token_type: single.map(|t| t.token_type),
+        });
+    }
+    if !pin_matching.is_empty() {
+        for (token, _) in &pin_matching {
+            tx.record_failure(&token.serial, now)?;
+        }
+        let (serial, message) = match pin_matching.as_slice() {
+            [(token, true)] => (Some(token.serial.clone()), "wrong otp value. previous otp used again"),
+            [(token, false)] => (Some(token.serial.clone()), "wrong otp value"),
+            _ => (None, "wrong otp value"),
+        };
+        return Ok(Outcome::reject(message, serial));
+    }
+    if !invalid.is_empty() {
+        // privacyIDEA's IncFailCountOnFalsePin (default on).
+        for token in &invalid {
+            tx.record_failure(&token.serial, now)?;
+        }
+        return Ok(Outcome::reject("wrong otp pin", None));
+    }
+    if !skipped.is_empty() {
+        return Ok(Outcome::reject(skipped.join(", "), None));
+    }
+    Ok(Outcome::reject("No suitable token found for authentication.", None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{Fixture, RFC_KEY_HEX};
+    use crate::{InitSpec, TokenChanges};
+
+    fn check(f: &Fixture, password: &str) -> Outcome {
+        f.otpd.authenticate(&AuthRequest::new("alice", password, Front::Cli)).unwrap()
+    }
+
+    fn token(f: &Fixture, serial: &str) -> Token {
+        f.otpd.token(serial).unwrap()
+    }
+
+    fn hotp_for_alice(f: &Fixture, serial: &str, pin: &str) {
+        let mut spec = InitSpec::new(TokenType::Hotp);
+        spec.serial = Some(serial.into());
+        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.user = Some("alice".into());
+        spec.pin = Some(pin.into());
+        f.otpd.init_token(&f.ctx(), &spec).unwrap();
+    }
+
+    #[test]
+    fn hotp_window_and_replay_sequence_of_the_spec() {
+        let f = Fixture::new();
+        hotp_for_alice(&f, "H1", "1234");
+        let steps: [(&str, &str, u64, u32); 7] = [
+            ("1234403154", "wrong otp value", 0, 1),
+            ("1234969429", "matching 1 tokens", 4, 0),
+            ("1234969429", "wrong otp value. previous otp used again", 4, 1),
+            ("1234755224", "wrong otp value", 4, 2),
+            ("1234338314", "matching 1 tokens", 5, 0),
+            ("9999338314", "wrong otp pin", 5, 1),
+            ("1234", "wrong otp pin", 5, 2),
+        ];
+        for (password, message, count, failcount) in steps {
+            let outcome = check(&f, password);
+            assert_eq!(outcome.message(), message, "{password}");
+            let t = token(&f, "H1");
+            assert_eq!((t.count, t.failcount), (count, failcount), "{password}");
+        }
+    }
+
+    #[test]
+    fn last_value_of_window_accepted() {
+        let f = Fixture::new();
+        hotp_for_alice(&f, "H1", "1234");
+        assert!(check(&f, "1234520489").is_accept());
+        assert_eq!(token(&f, "H1").count, 10);
+    }
+
+    #[test]
+    fn user_without_token_and_unknown_user() {
+        let f = Fixture::new();
+        assert_eq!(check(&f, "x").message(), "The user has no tokens assigned");
+        let out = f.otpd.authenticate(&AuthRequest::new("mallory", "x", Front::Cli)).unwrap();
+        assert_eq!(out.message(), "User mallory@corp does not exist.");
+    }
+
+    #[test]
+    fn failcounter_lockout_of_the_spec() {
+        let f = Fixture::new();
+        hotp_for_alice(&f, "H1", "1234");
+        let changes = TokenChanges { max_fail: Some(3), ..Default::default() };
+        f.otpd.set_token(&f.ctx(), "H1", &changes).unwrap();
+        for _ in 0..3 {
+            assert_eq!(check(&f, "1234000000").message(), "wrong otp value");
+        }
+        let t = token(&f, "H1");
+        assert_eq!(t.failcount, 3);
+        assert!(t.failcounter_exceeded.is_some());
+        let out = check(&f, "1234755224");
+        assert_eq!(out.message(), "Failcounter exceeded");
+        assert_eq!(token(&f, "H1").count, 0, "a locked token consumes nothing");
+        f.otpd.reset_failcounter(&f.ctx(), "H1").unwrap();
+        assert!(check(&f, "1234755224").is_accept());
+    }
+
+    #[test]
+    fn two_tokens_wrong_pin_raise_both_failcounters() {
+        let f = Fixture::new();
+        hotp_for_alice(&f, "H1", "1234");
+        hotp_for_alice(&f, "H2", "5678");
+        assert_eq!(check(&f, "0000755224").message(), "wrong otp pin");
+        assert_eq!(token(&f, "H1").failcount, 1);
+        assert_eq!(token(&f, "H2").failcount, 1);
+        // The right PIN of one token decides: only that token is tried for the OTP.
+        assert!(check(&f, "5678755224").is_accept());
+        assert_eq!(token(&f, "H2").failcount, 0);
+    }
+
+    #[test]
+    fn disabled_and_expired_tokens_are_skipped() {
+        let f = Fixture::new();
+        hotp_for_alice(&f, "H1", "1234");
+        f.otpd.set_active(&f.ctx(), "H1", false).unwrap();
+        assert_eq!(check(&f, "1234755224").message(), "Token is disabled");
+        f.otpd.set_active(&f.ctx(), "H1", true).unwrap();
+        let past = f.otpd.now() - jiff::SignedDuration::from_hours(1);
+        let changes = TokenChanges { validity_end: Some(Some(past)), ..Default::default() };
+        f.otpd.set_token(&f.ctx(), "H1", &changes).unwrap();
+        assert_eq!(check(&f, "1234755224").message(), "Outside validity period");
+        assert_eq!(token(&f, "H1").count, 0);
+    }
+
+    #[test]
+    fn totp_sequence_of_the_spec() {
+        let f = Fixture::at(1111111109);
+        let mut spec = InitSpec::new(TokenType::Totp);
+        spec.serial = Some("T1".into());
+        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.user = Some("alice".into());
+        f.otpd.init_token(&f.ctx(), &spec).unwrap();
+        assert!(check(&f, "081804").is_accept());
+        let t = token(&f, "T1");
+        assert_eq!((t.count, t.time_shift), (37037036, -29.0));
+        assert_eq!(check(&f, "081804").message(), "wrong otp value. previous otp used again");
+        assert!(!check(&f, "731029").is_accept());
+        f.clock.set(Timestamp::from_second(1111111139).unwrap());
+        assert!(check(&f, "050471").is_accept());
+        assert_eq!(token(&f, "T1").count, 37037037);
+    }
+
+    #[test]
+    fn spass_and_pw_tokens() {
+        let f = Fixture::new();
+        let mut spec = InitSpec::new(TokenType::Spass);
+        spec.user = Some("alice".into());
+        spec.pin = Some("static-secret".into());
+        f.otpd.init_token(&f.ctx(), &spec).unwrap();
+        assert!(check(&f, "static-secret").is_accept());
+        assert!(!check(&f, "static-secreT").is_accept());
+
+        let f = Fixture::new();
+        let mut spec = InitSpec::new(TokenType::Pw);
+        spec.user = Some("alice".into());
+        spec.pin = Some("1234".into());
+        spec.password = Some("Xk9mQ2rTb7wZcH4n".into());
+        f.otpd.init_token(&f.ctx(), &spec).unwrap();
+        assert!(check(&f, "1234Xk9mQ2rTb7wZcH4n").is_accept());
+        assert!(check(&f, "1234Xk9mQ2rTb7wZcH4n").is_accept(), "a pw token is not one-time");
+        assert_eq!(check(&f, "1234Xk9mQ2rTb7wZcH4x").message(), "wrong otp value");
+    }
+
+    #[test]
+    fn audit_records_every_attempt_without_secrets() {
+        let f = Fixture::new();
+        hotp_for_alice(&f, "H1", "1234");
+        check(&f, "1234755224");
+        check(&f, "1234755224");
+        let audit = f.otpd.audit(10).unwrap();
+        assert_eq!(audit[0].action, "validate_check");
+        assert!(!audit[0].success);
+        assert!(audit[1].success);
+        assert_eq!(audit[1].serial.as_deref(), Some("H1"));
+        for record in &audit {
+            let text = format!("{record:?}");
+            assert!(!text.contains("755224") && !text.contains("1234"), "{text}");
+        }
+    }
+}

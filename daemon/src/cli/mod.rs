@@ -1,0 +1,64 @@
+//! The command line: argument definitions (clap) and dispatch to the
+//! command modules. Names and flags follow design.md section 4 exactly.
+
+mod check;
+mod output;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use otpd_core::{AdminContext, Config, Front, Otpd};
+
+#[derive(Debug, Parser)]
+#[command(name = "otpd", version, about = "otpd: one-time password authentication for RADIUS and PAM")]
+pub struct Args {
+    /// Configuration file (default: $OTPD_CONFIG, then /etc/otpd/otpd.toml, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check USER's PASSWORD (PIN+OTP): exit 0 accept, 1 reject, 3 challenge.
+    Check(check::CheckArgs),
+    /// Manage tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+}
+
+/// An error of the CLI itself (bad argument) or of the core.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Core(#[from] otpd_core::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+pub fn run(args: Args) -> Result<ExitCode, CliError> {
+    let config = Config::locate(args.config.as_deref()).map_err(otpd_core::Error::from)?;
+    let otpd = Otpd::open(config)?;
+    match args.command {
+        Command::Check(c) => check::run(&otpd, c, args.json),
+        Command::Token(t) => token::run(&otpd, &admin_context(), t, args.json),
+    }
+}
+
+/// The operator, for the audit trail: the name of the calling OS user.
+fn admin_context() -> AdminContext {
+    let uid = nix::unistd::getuid();
+    let actor = match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => u.name,
+        _ => format!("uid {uid}"),
+    };
+    AdminContext { actor, front: Front::Cli, client: None }
+}
