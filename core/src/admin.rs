@@ -180,13 +180,15 @@ impl Otpd {
         self.store.read()?.token(serial)?.ok_or_else(|| Error::UnknownSerial(serial.to_owned()))
     }
 
-    /// Tokens, optionally of one user (`user` may carry `@realm`) and/or in one realm.
+    /// Tokens, optionally of one user (`user` may carry `@realm`) and/or in
+    /// one realm. The user need not exist any more: an operator looks for the
+    /// tokens of a deleted account too.
     pub fn list_tokens(&self, user: Option<&str>, realm: Option<&str>) -> Result<Vec<Token>> {
         let mut filter = TokenFilter::default();
         match user {
             Some(u) => {
-                let user = self.realms.resolve(u, realm, None)?;
-                filter.owner = Some((user.login, user.realm));
+                let (login, realm) = self.realms.locate(u, realm, None)?;
+                filter.owner = Some((login.to_owned(), realm));
             }
             None => filter.realm = realm.map(|r| self.realms.canonical(r)).transpose()?,
         }

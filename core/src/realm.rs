@@ -111,15 +111,16 @@ impl Realms {
         (input, None)
     }
 
-    /// Finds the user. `explicit_realm` wins (and `input` is not split);
-    /// otherwise a realm in `input`, else `fallback_realm`, else the default realm.
-    pub fn resolve(
+    /// Which login in which (canonical) realm `input` names: `explicit_realm`
+    /// wins (and `input` is not split); otherwise a realm in `input`, else
+    /// `fallback_realm`, else the default realm.
+    pub fn locate<'a>(
         &self,
-        input: &str,
+        input: &'a str,
         explicit_realm: Option<&str>,
         fallback_realm: Option<&str>,
-    ) -> Result<User> {
-        let (login, realm) = match explicit_realm {
+    ) -> Result<(&'a str, String)> {
+        Ok(match explicit_realm {
             Some(r) => (input, self.canonical(r)?),
             None => match self.split(input) {
                 (login, Some(realm)) => (login, realm),
@@ -128,7 +129,17 @@ impl Realms {
                     None => (login, self.default_realm().ok_or(Error::NoDefaultRealm)?.to_owned()),
                 },
             },
-        };
+        })
+    }
+
+    /// Finds the user `input` names (see `locate`) in a resolver of the realm.
+    pub fn resolve(
+        &self,
+        input: &str,
+        explicit_realm: Option<&str>,
+        fallback_realm: Option<&str>,
+    ) -> Result<User> {
+        let (login, realm) = self.locate(input, explicit_realm, fallback_realm)?;
         self.find(login, &realm)?
             .ok_or_else(|| Error::UnknownUser { login: login.to_owned(), realm: realm.clone() })
     }

@@ -103,6 +103,4 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     /// A write transaction that holds the write lock from its start, so that
     /// a read-check-write inside it cannot interleave with another writer.
     fn write(&self) -> Result<Box<dyn StoreWrite + '_>, StoreError>;
-    /// Whether the store was created empty by this open (no schema before).
-    fn is_new(&self) -> bool;
 }

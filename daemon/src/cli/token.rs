@@ -70,7 +70,7 @@ enum HashArg {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    #[arg(long = "type", value_enum)]
+    #[arg(long = "type", value_enum, ignore_case = true)]
     token_type: TypeArg,
     #[arg(long, value_name = "S")]
     serial: Option<String>,
@@ -85,7 +85,7 @@ pub struct InitArgs {
     password: Option<String>,
     #[arg(long, value_name = "6|8")]
     digits: Option<u32>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     hash: Option<HashArg>,
     #[arg(long, value_name = "30|60")]
     timestep: Option<u32>,

@@ -40,7 +40,6 @@ pub struct SqliteStore {
     config: SqliteConfig,
     display: String,
     pool: Mutex<Vec<Connection>>,
-    is_new: bool,
 }
 
 /// Columns of `tokens` in the order `token_from_row` reads them.
@@ -80,11 +79,10 @@ impl SqliteStore {
             return Err(StoreError::SchemaTooNew { path: display, found, supported: migrations::latest() });
         }
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| map_err(&display, e))?;
-        let is_new = found == 0;
         if found < migrations::latest() {
             migrate(&conn, &display)?;
         }
-        Ok(SqliteStore { config, display, pool: Mutex::new(vec![conn]), is_new })
+        Ok(SqliteStore { config, display, pool: Mutex::new(vec![conn]) })
     }
 
     fn connect(config: &SqliteConfig, display: &str) -> Result<Connection, StoreError> {
@@ -581,10 +579,6 @@ impl TokenStore for SqliteStore {
 
     fn write(&self) -> Result<Box<dyn StoreWrite + '_>, StoreError> {
         Ok(Box::new(self.begin("BEGIN IMMEDIATE")?))
-    }
-
-    fn is_new(&self) -> bool {
-        self.is_new
     }
 }
 
