@@ -283,3 +283,32 @@ fn secrets_at_rest_and_audit_without_secrets() {
         assert!(!r.contains("4711") && !r.contains(&code), "no secret in the audit: {r}");
     }
 }
+
+#[test]
+fn check_challenge_exit_3_and_answer_with_state() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!("{text}\n[[policies]]\nname = \"cr\"\nscope = \"authentication\"\n[policies.actions]\nchallenge_response = \"hotp\"\n"),
+    )
+    .unwrap();
+    env.init_hotp("H1", "alice", "1234");
+    let out = env.run(&["check", "alice", "1234", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["result"], "challenge");
+    assert_eq!(doc["message"], "please enter otp: ");
+    let state = doc["state"].as_str().unwrap().to_owned();
+    // A state no challenge carries matches nothing.
+    assert_eq!(
+        env.run(&["check", "alice", "755224", "--state", "12345678901234567890"]).status.code(),
+        Some(1)
+    );
+    let code = oath_hotp(RFC_KEY, 0, 6);
+    let out = env.run(&["check", "alice", &code, "--state", &state]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Found matching challenge"));
+    let out = env.run(&["check", "alice", &oath_hotp(RFC_KEY, 1, 6), "--state", &state]);
+    assert_eq!(out.status.code(), Some(1), "a challenge is answered once");
+}

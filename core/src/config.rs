@@ -16,6 +16,8 @@ pub const SYSTEM_CONFIG: &str = "/etc/otpd/otpd.toml";
 pub const CONFIG_ENV: &str = "OTPD_CONFIG";
 /// Name of the realm of the built-in defaults (the machine's accounts).
 pub const DEFAULT_REALM: &str = "default";
+/// privacyIDEA's DefaultChallengeValidityTime, seconds.
+pub const DEFAULT_CHALLENGE_VALIDITY: u32 = 120;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -35,6 +37,8 @@ pub struct Config {
     pub key_file: PathBuf,
     /// PIN before OTP (`pin123456`), privacyIDEA's `PrependPin`.
     pub prepend_pin: bool,
+    /// Lifetime of a challenge (challenge-response), in seconds.
+    pub challenge_validity_time: u32,
     pub radius: RadiusConfig,
     pub realms: Vec<RealmConfig>,
     pub resolvers: Vec<ResolverConfig>,
@@ -117,6 +121,7 @@ struct RawConfig {
     database: Option<String>,
     key_file: Option<String>,
     prepend_pin: Option<bool>,
+    challenge_validity_time: Option<Spanned<i64>>,
     radius: Option<RawRadius>,
     #[serde(default)]
     realms: Vec<Spanned<RawRealm>>,
@@ -251,6 +256,7 @@ impl Config {
             database: PathBuf::from("otpd.db"),
             key_file: PathBuf::from("otpd.key"),
             prepend_pin: true,
+            challenge_validity_time: DEFAULT_CHALLENGE_VALIDITY,
             radius: RadiusConfig {
                 listen: vec![SocketAddr::from(([127, 0, 0, 1], 1812))],
                 clients: vec![RadiusClientConfig {
@@ -398,11 +404,25 @@ impl Config {
             });
         }
 
+        let challenge_validity_time = match raw.challenge_validity_time {
+            None => DEFAULT_CHALLENGE_VALIDITY,
+            Some(v) => match u32::try_from(*v.get_ref()) {
+                Ok(n) if (1..=86_400).contains(&n) => n,
+                _ => {
+                    return src.error(
+                        v.span(),
+                        format!("challenge_validity_time: {} is not 1 to 86400 seconds", v.get_ref()),
+                    );
+                }
+            },
+        };
+
         Ok(Config {
             source: Some(path.to_owned()),
             database: raw.database.as_deref().map_or_else(|| rel("otpd.db"), &rel),
             key_file: raw.key_file.as_deref().map_or_else(|| rel("otpd.key"), &rel),
             prepend_pin: raw.prepend_pin.unwrap_or(true),
+            challenge_validity_time,
             radius,
             realms,
             resolvers,
@@ -704,6 +724,21 @@ options = { realm = "sales" }
         let c = parse("database = \"x.db\"\n").unwrap();
         assert_eq!(c.realms[0].name, DEFAULT_REALM);
         assert!(matches!(c.resolvers[0].kind, ResolverKind::Unix { .. }));
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let c = parse(include_str!("../../config/otpd.toml")).unwrap();
+        assert_eq!(c.realms[0].name, "corp");
+        assert_eq!(c.challenge_validity_time, 120);
+        assert_eq!(c.policies.len(), 1);
+    }
+
+    #[test]
+    fn challenge_validity_time_range() {
+        assert_eq!(parse("challenge_validity_time = 30\n").unwrap().challenge_validity_time, 30);
+        let e = err("challenge_validity_time = 0\n");
+        assert!(e.contains("line 1") && e.contains("challenge_validity_time"), "{e}");
     }
 
     #[test]

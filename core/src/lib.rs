@@ -16,6 +16,7 @@ pub mod datetime;
 pub mod error;
 pub mod otp;
 pub mod otpauth;
+pub mod policy;
 pub mod realm;
 pub mod store;
 pub mod token;
@@ -34,6 +35,7 @@ pub use token::{Token, TokenType};
 pub use validate::{AuthRequest, Front, Outcome};
 
 use crypto::SecretKey;
+use policy::Policies;
 use store::sqlite::{SqliteConfig, SqliteStore};
 
 /// The `meta` entry that proves a key file belongs to a database: a value
@@ -50,6 +52,7 @@ pub struct Otpd {
     store: Box<dyn TokenStore>,
     key: SecretKey,
     realms: Realms,
+    policies: Policies,
     clock: Arc<dyn Clock>,
 }
 
@@ -61,7 +64,9 @@ impl Otpd {
         let store = SqliteStore::open(SqliteConfig::new(&config.database))?;
         let key = Self::open_key(&config, &store)?;
         let realms = Realms::open(&config)?;
-        Ok(Otpd { config, store: Box::new(store), key, realms, clock: Arc::new(SystemClock) })
+        let source = config.source.clone().unwrap_or_else(|| "built-in defaults".into());
+        let policies = Policies::from_config(&config.policies, &source)?;
+        Ok(Otpd { config, store: Box::new(store), key, realms, policies, clock: Arc::new(SystemClock) })
     }
 
     fn open_key(config: &Config, store: &SqliteStore) -> Result<SecretKey> {

@@ -23,6 +23,11 @@ impl Fixture {
     }
 
     pub fn at(unix: i64) -> Self {
+        Self::with_config(unix, "")
+    }
+
+    /// A fixture whose configuration has `extra` appended (policies, ...).
+    pub fn with_config(unix: i64, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // alice's userstore password is "alicepw" (SHA-256-crypt).
         std::fs::write(
@@ -34,7 +39,7 @@ impl Fixture {
         let text = "[[resolvers]]\nname = \"corp-users\"\ntype = \"passwdfile\"\npath = \"users\"\n\
                     [[realms]]\nname = \"corp\"\ndefault = true\nresolvers = [\"corp-users\"]\n\
                     [[realms]]\nname = \"sales\"\nresolvers = [\"corp-users\"]\n";
-        let config = Config::parse(&config_path, text).unwrap();
+        let config = Config::parse(&config_path, &format!("{text}{extra}")).unwrap();
         let clock = Arc::new(FixedClock::new(Timestamp::from_second(unix).unwrap()));
         let otpd = Otpd::open(config).unwrap().with_clock(clock.clone());
         Fixture { otpd, clock, _dir: dir }

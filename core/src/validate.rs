@@ -2,18 +2,21 @@
 //! front, the PAM front and `otpd check` share, so all three answer the same
 //! input the same way. It follows privacyIDEA's token-list algorithm: find
 //! the user, try each of their tokens (split, PIN, OTP), then decide on the
-//! first non-empty branch (valid, pin-matching, invalid, skipped), and
-//! commit counters, failcounters and the audit record in one transaction.
+//! first non-empty branch (valid, challenge-response, challenge-request,
+//! pin-matching, invalid, skipped), and commit counters, failcounters,
+//! challenges and the audit record in one transaction.
 
 use std::net::IpAddr;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use zeroize::Zeroizing;
 
 use crate::Otpd;
+use crate::crypto;
 use crate::error::{Error, Result};
+use crate::policy::{PolicyQuery, Scope};
 use crate::realm::User;
-use crate::store::{AuditRecord, StoreWrite, TokenFilter};
+use crate::store::{AuditRecord, Challenge, StoreWrite, TokenFilter};
 use crate::token::{Consume, Token, TokenType, split_pin_otp};
 
 /// Which front asked; recorded in the audit trail.
@@ -106,6 +109,11 @@ impl Outcome {
 
 /// What one token made of the password.
 enum Verdict {
+    /// The request answers a challenge of this token; `consume` when the
+    /// challenge is still live and the password is the token's OTP.
+    ChallengeResponse { consume: Option<Consume> },
+    /// The password is the PIN alone and a policy allows challenge-response.
+    ChallengeRequest,
     /// Skipped before any check, with the reason (disabled, locked out, ...).
     Skipped(&'static str),
     /// Neither PIN nor OTP matched (or the password was too short to split).
@@ -165,13 +173,34 @@ impl Otpd {
         }
         // Type order hotp < pw < spass < totp, then creation order.
         tokens.sort_by_key(|t| (t.token_type.weight(), t.id));
+        let query = PolicyQuery {
+            realm: Some(&user.realm),
+            resolver: Some(&user.resolver),
+            user: Some(&user.login),
+            client: req.client,
+        };
+        let challenge_types = self.policies.union(Scope::Authentication, "challenge_response", &query);
+        let challenges = match &req.state {
+            Some(state) => self.store.read()?.challenges(state)?,
+            None => Vec::new(),
+        };
         let mut verdicts = Vec::with_capacity(tokens.len());
         for token in &tokens {
-            verdicts.push(self.try_token(token, req, now)?);
+            verdicts.push(self.try_token(token, req, now, &challenge_types, &challenges)?);
         }
+        let challenge_text = match self.policies.unique(Scope::Authentication, "challenge_text", &query) {
+            Ok(text) => text.unwrap_or_else(|| DEFAULT_CHALLENGE_TEXT.to_owned()),
+            Err(e) => return self.finish(None, audit, Outcome::reject(e.to_string(), None)),
+        };
 
         let mut tx = self.store.write()?;
-        let outcome = decide(tx.as_mut(), &tokens, &verdicts, now)?;
+        let decision = Decision {
+            now,
+            state: req.state.as_deref(),
+            challenge_text: &challenge_text,
+            challenge_validity: SignedDuration::from_secs(self.config.challenge_validity_time.into()),
+        };
+        let outcome = decision.decide(tx.as_mut(), &tokens, &verdicts)?;
         self.finish(Some(tx), audit, outcome)
     }
 
@@ -181,14 +210,38 @@ impl Otpd {
         Ok(self.store.read()?.tokens(&filter)?)
     }
 
-    /// Splits, checks the PIN, checks the OTP. Writes nothing.
-    fn try_token(&self, token: &Token, req: &AuthRequest, now: Timestamp) -> Result<Verdict> {
+    /// Splits, checks the PIN, checks the OTP (or the challenge answer).
+    /// Writes nothing.
+    fn try_token(
+        &self,
+        token: &Token,
+        req: &AuthRequest,
+        now: Timestamp,
+        challenge_types: &[String],
+        challenges: &[Challenge],
+    ) -> Result<Verdict> {
         if let Some(reason) = token.unusable_reason(now) {
             return Ok(Verdict::Skipped(reason));
         }
         if req.state.is_some() {
-            // No challenge of this token carries that transaction id.
-            return Ok(Verdict::Invalid);
+            // An expired challenge still counts while its row exists; it
+            // just never matches.
+            let Some(challenge) = challenges.iter().find(|c| c.serial == token.serial) else {
+                return Ok(Verdict::Invalid);
+            };
+            let consume = if challenge.expires >= now {
+                let secret = token.open_secret(&self.key)?;
+                token.check_otp(&secret, &req.password, now)
+            } else {
+                None
+            };
+            return Ok(Verdict::ChallengeResponse { consume });
+        }
+        if token.token_type != TokenType::Spass
+            && challenge_types.iter().any(|t| t == token.token_type.name())
+            && token.pin.matches(&req.password, &self.key)
+        {
+            return Ok(Verdict::ChallengeRequest);
         }
         let (pin, otp) = if token.token_type == TokenType::Spass {
             (req.password.as_str(), "")
@@ -229,70 +282,147 @@ impl Otpd {
     }
 }
 
-/// privacyIDEA's decision over the per-token verdicts, applied inside the
-/// write transaction: the first non-empty branch of valid, pin-matching,
-/// invalid, skipped wins.
-fn decide(
-    tx: &mut dyn StoreWrite,
-    tokens: &[Token],
-    verdicts: &[Verdict],
+/// The message of a challenge when no `challenge_text` policy sets one.
+pub const DEFAULT_CHALLENGE_TEXT: &str = "please enter otp: ";
+
+/// What the decision needs besides the verdicts.
+struct Decision<'a> {
     now: Timestamp,
-) -> Result<Outcome> {
-    let mut accepted: Vec<&Token> = Vec::new();
-    let mut pin_matching: Vec<(&Token, bool)> = Vec::new();
-    let mut invalid: Vec<&Token> = Vec::new();
-    let mut skipped: Vec<&'static str> = Vec::new();
-    for (token, verdict) in tokens.iter().zip(verdicts) {
-        match verdict {
-            // The compare-and-set fails when another request consumed this
-            // OTP (or locked/disabled the token) since we read it: then the
-            // OTP is, for this request, a replay.
-            Verdict::Valid(consume) => {
-                if tx.consume(&token.serial, consume)? {
-                    accepted.push(token);
-                } else {
-                    pin_matching.push((token, true));
+    state: Option<&'a str>,
+    challenge_text: &'a str,
+    challenge_validity: SignedDuration,
+}
+
+/// A new transaction id: 20 random digits (privacyIDEA's format).
+fn new_transaction_id() -> Result<String> {
+    Ok(crypto::random_string(b"0123456789", 20)?)
+}
+
+impl Decision<'_> {
+    /// privacyIDEA's decision over the per-token verdicts, applied inside the
+    /// write transaction: the first non-empty branch of valid,
+    /// challenge-response, challenge-request, pin-matching, invalid, skipped wins.
+    fn decide(&self, tx: &mut dyn StoreWrite, tokens: &[Token], verdicts: &[Verdict]) -> Result<Outcome> {
+        let now = self.now;
+        let mut accepted: Vec<&Token> = Vec::new();
+        let mut responses: Vec<(&Token, Option<Consume>)> = Vec::new();
+        let mut requests: Vec<&Token> = Vec::new();
+        let mut pin_matching: Vec<(&Token, bool)> = Vec::new();
+        let mut invalid: Vec<&Token> = Vec::new();
+        let mut skipped: Vec<&'static str> = Vec::new();
+        for (token, verdict) in tokens.iter().zip(verdicts) {
+            match verdict {
+                // The compare-and-set fails when another request consumed this
+                // OTP (or locked/disabled the token) since we read it: then the
+                // OTP is, for this request, a replay.
+                Verdict::Valid(consume) => {
+                    if tx.consume(&token.serial, consume)? {
+                        accepted.push(token);
+                    } else {
+                        pin_matching.push((token, true));
+                    }
+                }
+                Verdict::ChallengeResponse { consume } => responses.push((token, *consume)),
+                Verdict::ChallengeRequest => requests.push(token),
+                Verdict::PinMatch { previous } => pin_matching.push((token, *previous)),
+                Verdict::Invalid => invalid.push(token),
+                Verdict::Skipped(reason) => {
+                    if !skipped.contains(reason) {
+                        skipped.push(reason);
+                    }
                 }
             }
-            Verdict::PinMatch { previous } => pin_matching.push((token, *previous)),
-            Verdict::Invalid => invalid.push(token),
-            Verdict::Skipped(reason) => {
-                if !skipped.contains(reason) {
-                    skipped.push(reason);
-                }
+        }
+        if !accepted.is_empty() {
+            let single = (accepted.len() == 1).then(|| accepted[0]);
+            return Ok(Outcome::Accept {
+                message: format!("matching {} tokens", accepted.len()),
+                serial: single.map(|t| t.serial.clone()),
+                token_type: single.map(|t| t.token_type),
+            });
+        }
+        if !responses.is_empty() {
+            return self.answer_challenge(tx, &responses);
+        }
+        if !requests.is_empty() {
+            return self.create_challenge(tx, &requests);
+        }
+        if !pin_matching.is_empty() {
+            for (token, _) in &pin_matching {
+                tx.record_failure(&token.serial, now)?;
+            }
+            let (serial, message) = match pin_matching.as_slice() {
+                [(token, true)] => (Some(token.serial.clone()), "wrong otp value. previous otp used again"),
+                [(token, false)] => (Some(token.serial.clone()), "wrong otp value"),
+                _ => (None, "wrong otp value"),
+            };
+            return Ok(Outcome::reject(message, serial));
+        }
+        if !invalid.is_empty() {
+            // privacyIDEA's IncFailCountOnFalsePin (default on).
+            for token in &invalid {
+                tx.record_failure(&token.serial, now)?;
+            }
+            return Ok(Outcome::reject("wrong otp pin", None));
+        }
+        if !skipped.is_empty() {
+            return Ok(Outcome::reject(skipped.join(", "), None));
+        }
+        Ok(Outcome::reject("No suitable token found for authentication.", None))
+    }
+
+    /// The first token whose OTP answers the challenge wins; the challenge
+    /// is deleted with the acceptance, so it can be answered once only.
+    fn answer_challenge(
+        &self,
+        tx: &mut dyn StoreWrite,
+        responses: &[(&Token, Option<Consume>)],
+    ) -> Result<Outcome> {
+        let state = self.state.unwrap_or_default();
+        for (token, consume) in responses {
+            let Some(consume) = consume else { continue };
+            // Zero rows: another request answered this challenge first.
+            if tx.delete_challenges(state)? == 0 {
+                break;
+            }
+            if tx.consume(&token.serial, consume)? {
+                return Ok(Outcome::Accept {
+                    message: "Found matching challenge".into(),
+                    serial: Some(token.serial.clone()),
+                    token_type: Some(token.token_type),
+                });
             }
         }
-    }
-    if !accepted.is_empty() {
-        let single = (accepted.len() == 1).then(|| accepted[0]);
-        return Ok(Outcome::Accept {
-            message: format!("matching {} tokens", accepted.len()),
-            serial: single.map(|t| t.serial.clone()),
-            token_type: single.map(|t| t.token_type),
-        });
-    }
-    if !pin_matching.is_empty() {
-        for (token, _) in &pin_matching {
-            tx.record_failure(&token.serial, now)?;
+        for (token, _) in responses {
+            tx.record_failure(&token.serial, self.now)?;
+            tx.delete_expired_challenges(Some(&token.serial), self.now)?;
         }
-        let (serial, message) = match pin_matching.as_slice() {
-            [(token, true)] => (Some(token.serial.clone()), "wrong otp value. previous otp used again"),
-            [(token, false)] => (Some(token.serial.clone()), "wrong otp value"),
-            _ => (None, "wrong otp value"),
-        };
-        return Ok(Outcome::reject(message, serial));
+        Ok(match responses {
+            [(token, _)] => {
+                Outcome::reject("Response did not match the challenge.", Some(token.serial.clone()))
+            }
+            _ => Outcome::reject(format!("Response did not match for {} tokens.", responses.len()), None),
+        })
     }
-    if !invalid.is_empty() {
-        // privacyIDEA's IncFailCountOnFalsePin (default on).
-        for token in &invalid {
-            tx.record_failure(&token.serial, now)?;
+
+    /// One challenge per token, all under one new transaction id.
+    fn create_challenge(&self, tx: &mut dyn StoreWrite, requests: &[&Token]) -> Result<Outcome> {
+        let transaction_id = new_transaction_id()?;
+        for token in requests {
+            tx.delete_expired_challenges(Some(&token.serial), self.now)?;
+            tx.insert_challenge(&Challenge {
+                transaction_id: transaction_id.clone(),
+                serial: token.serial.clone(),
+                created: self.now,
+                expires: self.now.saturating_add(self.challenge_validity).unwrap_or(self.now),
+            })?;
         }
-        return Ok(Outcome::reject("wrong otp pin", None));
+        Ok(Outcome::Challenge {
+            state: transaction_id,
+            message: self.challenge_text.to_owned(),
+            serial: (requests.len() == 1).then(|| requests[0].serial.clone()),
+        })
     }
-    if !skipped.is_empty() {
-        return Ok(Outcome::reject(skipped.join(", "), None));
-    }
-    Ok(Outcome::reject("No suitable token found for authentication.", None))
 }
 
 #[cfg(test)]
@@ -438,6 +568,66 @@ mod tests {
         assert!(check(&f, "1234Xk9mQ2rTb7wZcH4n").is_accept());
         assert!(check(&f, "1234Xk9mQ2rTb7wZcH4n").is_accept(), "a pw token is not one-time");
         assert_eq!(check(&f, "1234Xk9mQ2rTb7wZcH4x").message(), "wrong otp value");
+    }
+
+    const CR_POLICY: &str = "[[policies]]\nname = \"cr\"\nscope = \"authentication\"\n\
+                             [policies.actions]\nchallenge_response = \"HOTP totp\"\n";
+
+    fn answer(f: &Fixture, state: &str, password: &str) -> Outcome {
+        let mut req = AuthRequest::new("alice", password, Front::Radius);
+        req.state = Some(state.into());
+        f.otpd.authenticate(&req).unwrap()
+    }
+
+    fn challenge(f: &Fixture, password: &str) -> String {
+        match check(f, password) {
+            Outcome::Challenge { state, message, serial } => {
+                assert_eq!(message, DEFAULT_CHALLENGE_TEXT);
+                assert_eq!(serial.as_deref(), Some("H1"));
+                assert_eq!(state.len(), 20);
+                assert!(state.bytes().all(|b| b.is_ascii_digit()));
+                state
+            }
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn challenge_response_flow_is_single_use() {
+        let f = Fixture::with_config(1_700_000_000, CR_POLICY);
+        hotp_for_alice(&f, "H1", "1234");
+        let state = challenge(&f, "1234");
+        assert_eq!(answer(&f, &state, "755224").message(), "Found matching challenge");
+        assert_eq!(token(&f, "H1").count, 1);
+        // The challenge is gone: the same state with the next OTP fails.
+        assert_eq!(answer(&f, &state, "287082").message(), "wrong otp pin");
+        // PIN+OTP still works without a challenge.
+        assert!(check(&f, "1234287082").is_accept());
+    }
+
+    #[test]
+    fn wrong_and_expired_challenge_answers() {
+        let f = Fixture::with_config(1_700_000_000, CR_POLICY);
+        hotp_for_alice(&f, "H1", "1234");
+        let state = challenge(&f, "1234");
+        assert_eq!(answer(&f, &state, "000000").message(), "Response did not match the challenge.");
+        assert_eq!(token(&f, "H1").failcount, 1);
+        assert_eq!(answer(&f, "99999999999999999999", "755224").message(), "wrong otp pin");
+        let state = challenge(&f, "1234");
+        f.clock.set(Timestamp::from_second(1_700_000_000 + 121).unwrap());
+        assert_eq!(answer(&f, &state, "755224").message(), "Response did not match the challenge.");
+        assert_eq!(token(&f, "H1").count, 0, "an expired challenge consumes nothing");
+    }
+
+    #[test]
+    fn no_challenge_without_policy_or_for_other_types() {
+        let f = Fixture::new();
+        hotp_for_alice(&f, "H1", "1234");
+        assert_eq!(check(&f, "1234").message(), "wrong otp pin");
+        let policy = CR_POLICY.replace("HOTP totp", "totp");
+        let f = Fixture::with_config(1_700_000_000, &policy);
+        hotp_for_alice(&f, "H1", "1234");
+        assert_eq!(check(&f, "1234").message(), "wrong otp pin");
     }
 
     #[test]

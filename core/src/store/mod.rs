@@ -65,6 +65,16 @@ pub struct AuditRecord {
     pub message: String,
 }
 
+/// A challenge handed out to a token in a challenge-response login; the
+/// transaction id travels as RADIUS `State`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub transaction_id: String,
+    pub serial: String,
+    pub created: Timestamp,
+    pub expires: Timestamp,
+}
+
 /// Reads, inside a transaction (a consistent snapshot).
 pub trait StoreRead {
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError>;
@@ -75,6 +85,8 @@ pub trait StoreRead {
     /// The newest `limit` audit records, newest first.
     fn audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The challenges of a transaction, expired ones included.
+    fn challenges(&self, transaction_id: &str) -> Result<Vec<Challenge>, StoreError>;
 }
 
 /// Writes, inside one write transaction; nothing is visible to others, and
@@ -95,6 +107,16 @@ pub trait StoreWrite: StoreRead {
     fn record_failure(&mut self, serial: &str, now: Timestamp) -> Result<(), StoreError>;
     fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn insert_challenge(&mut self, challenge: &Challenge) -> Result<(), StoreError>;
+    /// Deletes the challenges of a transaction; returns how many there were
+    /// (0 when another request used them first: challenges are single-use).
+    fn delete_challenges(&mut self, transaction_id: &str) -> Result<usize, StoreError>;
+    /// Deletes challenges that expired before `now`: of one token, or all.
+    fn delete_expired_challenges(
+        &mut self,
+        serial: Option<&str>,
+        now: Timestamp,
+    ) -> Result<usize, StoreError>;
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use otpd_core::{AdminContext, Config, Front, Otpd};
+use otpd_daemon::logging::LogTarget;
 
 #[derive(Debug, Parser)]
 #[command(name = "otpd", version, about = "otpd: one-time password authentication for RADIUS and PAM")]
@@ -26,6 +27,12 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the RADIUS listener in the foreground (SIGHUP reloads, SIGTERM stops).
+    Serve {
+        /// Where log lines go: stderr (default; systemd's journal captures it) or syslog.
+        #[arg(long, value_enum, default_value = "stderr")]
+        log: LogTarget,
+    },
     /// Check USER's PASSWORD (PIN+OTP): exit 0 accept, 1 reject, 3 challenge.
     Check(check::CheckArgs),
     /// Manage tokens.
@@ -42,15 +49,25 @@ pub enum CliError {
     Usage(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] otpd_daemon::radius::ServeError),
 }
 
 pub fn run(args: Args) -> Result<ExitCode, CliError> {
-    let config = Config::locate(args.config.as_deref()).map_err(otpd_core::Error::from)?;
-    let otpd = Otpd::open(config)?;
     match args.command {
-        Command::Check(c) => check::run(&otpd, c, args.json),
-        Command::Token(t) => token::run(&otpd, &admin_context(), t, args.json),
+        Command::Serve { log } => {
+            otpd_daemon::logging::init(log).map_err(CliError::Usage)?;
+            otpd_daemon::radius::serve(args.config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(c) => check::run(&open(args.config)?, c, args.json),
+        Command::Token(t) => token::run(&open(args.config)?, &admin_context(), t, args.json),
     }
+}
+
+fn open(config: Option<PathBuf>) -> Result<Otpd, CliError> {
+    let config = Config::locate(config.as_deref()).map_err(otpd_core::Error::from)?;
+    Ok(Otpd::open(config)?)
 }
 
 /// The operator, for the audit trail: the name of the calling OS user.

@@ -61,6 +61,18 @@ pub const MIGRATIONS: &[&str] = &[
         message TEXT NOT NULL
     );
     "#,
+    // 2: challenges of challenge-response logins, shared by every process.
+    r#"
+    CREATE TABLE challenges (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        transaction_id TEXT NOT NULL,
+        serial         TEXT NOT NULL,
+        created        INTEGER NOT NULL,
+        expires        INTEGER NOT NULL
+    );
+    CREATE INDEX challenges_transaction ON challenges(transaction_id);
+    CREATE INDEX challenges_serial ON challenges(serial);
+    "#,
 ];
 
 /// The schema version this build writes.

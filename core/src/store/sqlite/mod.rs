@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params, params_from_iter};
 
-use super::{AuditRecord, StoreError, StoreRead, StoreWrite, TokenFilter, TokenStore};
+use super::{AuditRecord, Challenge, StoreError, StoreRead, StoreWrite, TokenFilter, TokenStore};
 use crate::otp::HashAlgorithm;
 use crate::token::{Consume, Owner, StoredPin, Token, TokenType};
 
@@ -453,6 +453,27 @@ impl StoreRead for SqliteTx<'_> {
             .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
             .map_err(|e| self.err(e))
     }
+
+    fn challenges(&self, transaction_id: &str) -> Result<Vec<Challenge>, StoreError> {
+        let time = |s: i64| Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH);
+        self.conn()
+            .prepare_cached(
+                "SELECT transaction_id, serial, created, expires FROM challenges \
+                 WHERE transaction_id = ?1 ORDER BY id",
+            )
+            .and_then(|mut s| {
+                s.query_map([transaction_id], |r| {
+                    Ok(Challenge {
+                        transaction_id: r.get(0)?,
+                        serial: r.get(1)?,
+                        created: time(r.get(2)?),
+                        expires: time(r.get(3)?),
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
 }
 
 impl StoreWrite for SqliteTx<'_> {
@@ -494,6 +515,10 @@ impl StoreWrite for SqliteTx<'_> {
     }
 
     fn delete_token(&mut self, serial: &str) -> Result<bool, StoreError> {
+        self.conn()
+            .prepare_cached("DELETE FROM challenges WHERE serial = ?1")
+            .and_then(|mut s| s.execute([serial]))
+            .map_err(|e| self.err(e))?;
         self.conn()
             .prepare_cached("DELETE FROM tokens WHERE serial = ?1")
             .and_then(|mut s| s.execute([serial]))
@@ -560,6 +585,36 @@ impl StoreWrite for SqliteTx<'_> {
             .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
             .and_then(|mut s| s.execute(params![key, value]))
             .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn insert_challenge(&mut self, c: &Challenge) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO challenges (transaction_id, serial, created, expires) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![c.transaction_id, c.serial, c.created.as_second(), c.expires.as_second()])
+            })
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn delete_challenges(&mut self, transaction_id: &str) -> Result<usize, StoreError> {
+        self.conn()
+            .prepare_cached("DELETE FROM challenges WHERE transaction_id = ?1")
+            .and_then(|mut s| s.execute([transaction_id]))
+            .map_err(|e| self.err(e))
+    }
+
+    fn delete_expired_challenges(
+        &mut self,
+        serial: Option<&str>,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        self.conn()
+            .prepare_cached("DELETE FROM challenges WHERE expires < ?1 AND (?2 IS NULL OR serial = ?2)")
+            .and_then(|mut s| s.execute(params![now.as_second(), serial]))
             .map_err(|e| self.err(e))
     }
 

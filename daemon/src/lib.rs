@@ -1,0 +1,7 @@
+//! The daemon side of otpd: the RADIUS front (`otpd serve`) and its logging.
+//! A library so that the binary, the tests, the fuzz targets and the load
+//! generator share one codec and one listener; the admin CLI lives in the
+//! binary (`main.rs`).
+
+pub mod logging;
+pub mod radius;

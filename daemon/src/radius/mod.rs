@@ -1,0 +1,17 @@
+//! The RADIUS front: `otpd serve` answers PAP Access-Requests and
+//! Status-Server from configured clients with the core's verdict.
+//!
+//! * `codec`: otpd's own packet codec (pure, fuzzable).
+//! * `clients`: which configured client a source address belongs to.
+//! * `cache`: the reply cache that answers retransmissions.
+//! * `droplog`: rate-limited logging of dropped datagrams.
+//! * `server`: the sockets, the worker hand-off, reload and shutdown.
+
+mod cache;
+mod clients;
+pub mod codec;
+mod droplog;
+mod server;
+
+pub use clients::{ClientError, ClientTable};
+pub use server::{ServeError, serve};
