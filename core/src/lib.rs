@@ -32,7 +32,7 @@ pub use error::{Error, Result};
 pub use realm::{Realms, User};
 pub use store::{AuditRecord, TokenFilter, TokenStore};
 pub use token::{Token, TokenType};
-pub use validate::{AuthRequest, Front, Outcome};
+pub use validate::{AuthRequest, Front, Outcome, TokenStatus};
 
 use crypto::SecretKey;
 use policy::Policies;

@@ -107,6 +107,20 @@ impl Outcome {
     }
 }
 
+/// Whether a user can log in with a token at all (PAM's `nullok` and
+/// account management ask this before and besides authenticating).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenStatus {
+    /// The user owns no token.
+    NoToken,
+    /// At least one token can authenticate now; the OTP lengths of the
+    /// usable tokens (for fronts that must split a typed text themselves).
+    Usable { otp_lengths: Vec<usize> },
+    /// Every token is disabled, locked out, revoked or outside its validity
+    /// period; the reasons, de-duplicated.
+    Unusable { reasons: Vec<&'static str> },
+}
+
 /// What one token made of the password.
 enum Verdict {
     /// The request answers a challenge of this token; `consume` when the
@@ -202,6 +216,35 @@ impl Otpd {
         };
         let outcome = decision.decide(tx.as_mut(), &tokens, &verdicts)?;
         self.finish(Some(tx), audit, outcome)
+    }
+
+    /// The state of `user`'s tokens (`user` may carry `@realm`; `realm`
+    /// wins). A user unknown to the realm's resolvers owns no token.
+    pub fn token_status(&self, user: &str, realm: Option<&str>) -> Result<TokenStatus> {
+        let (login, realm) = self.realms.locate(user, realm, None)?;
+        let tokens = self
+            .store
+            .read()?
+            .tokens(&TokenFilter { owner: Some((login.to_owned(), realm)), ..Default::default() })?;
+        if tokens.is_empty() {
+            return Ok(TokenStatus::NoToken);
+        }
+        let now = self.clock.now();
+        let mut otp_lengths = Vec::new();
+        let mut reasons = Vec::new();
+        for t in &tokens {
+            match t.unusable_reason(now) {
+                None if !otp_lengths.contains(&(t.otplen as usize)) => otp_lengths.push(t.otplen as usize),
+                None => {}
+                Some(r) if !reasons.contains(&r) => reasons.push(r),
+                Some(_) => {}
+            }
+        }
+        Ok(if otp_lengths.is_empty() {
+            TokenStatus::Unusable { reasons }
+        } else {
+            TokenStatus::Usable { otp_lengths }
+        })
     }
 
     fn user_tokens(&self, user: &User) -> Result<Vec<Token>> {
@@ -628,6 +671,24 @@ mod tests {
         let f = Fixture::with_config(1_700_000_000, &policy);
         hotp_for_alice(&f, "H1", "1234");
         assert_eq!(check(&f, "1234").message(), "wrong otp pin");
+    }
+
+    #[test]
+    fn token_status_of_users() {
+        let f = Fixture::new();
+        assert_eq!(f.otpd.token_status("alice", None).unwrap(), TokenStatus::NoToken);
+        assert_eq!(f.otpd.token_status("ghost", None).unwrap(), TokenStatus::NoToken);
+        hotp_for_alice(&f, "H1", "");
+        assert_eq!(
+            f.otpd.token_status("alice@corp", None).unwrap(),
+            TokenStatus::Usable { otp_lengths: vec![6] }
+        );
+        f.otpd.set_active(&f.ctx(), "H1", false).unwrap();
+        assert_eq!(
+            f.otpd.token_status("alice", None).unwrap(),
+            TokenStatus::Unusable { reasons: vec!["Token is disabled"] }
+        );
+        assert_eq!(f.otpd.token_status("alice", Some("sales")).unwrap(), TokenStatus::NoToken);
     }
 
     #[test]

@@ -1,7 +1,19 @@
-//! pam_otpd: the PAM front of otpd (installed as `pam_otpd.so`). It will be
-//! a thin FFI layer over otpd-core's `authenticate`, so that logins through
-//! PAM and RADIUS answer identically; the module itself comes with the PAM
-//! issue. Until then this crate only links the core, which keeps the
-//! workspace layout of design.md and proves the core builds into a cdylib.
+//! pam_otpd: the PAM front of otpd, installed as `pam_otpd.so`. It checks
+//! one-time passwords in-process through the same otpd-core call as the
+//! RADIUS front, against the same store, so a login through sshd or sudo is
+//! judged exactly like one through a VPN.
+//!
+//! * `ffi`: the only module that touches libpam (pam-bindings plus the few
+//!   raw calls it lacks); it turns a PAM handle into a [`logic::Pam`] and
+//!   catches every panic at the boundary.
+//! * `logic`: what the module does (arguments, prompts, the core call, the
+//!   return code), written against the `Pam` trait and unit-tested with a
+//!   fake handle.
+//! * `args`: the module arguments of the PAM service line.
+//!
+//! The module never installs a logger, never calls `openlog` and starts no
+//! threads: it lives inside someone else's process (sshd, sudo, login).
 
-pub use otpd_core::Front;
+pub mod args;
+mod ffi;
+pub mod logic;
