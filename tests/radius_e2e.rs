@@ -7,27 +7,20 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::process::{Command, Stdio};
+use std::thread::{self};
 use std::time::{Duration, Instant};
 
+use common::server::{Server, free_port};
 use common::*;
 use otpd_daemon::radius::codec::{self, attr, code};
 
 const SECRET: &str = "testing123";
-/// How long `otpd serve` may take to bind its sockets.
-const STARTUP: Duration = Duration::from_secs(15);
 /// Read timeout of the raw UDP clients.
 const UDP_TIMEOUT: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------
 // Configuration
-
-/// A free UDP port on the IPv4 loopback (bound once by us, then released).
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// One `[[radius.clients]]` table; `extra` holds further `key = value` lines.
 fn client(name: &str, address: &str, secret: &str, extra: &str) -> String {
@@ -72,129 +65,6 @@ fn setup(clients: &[String], extra: &str) -> (Env, Server) {
 
 // ---------------------------------------------------------------------------
 // The server under test
-
-/// A running `otpd serve`: its stderr is collected on a thread; dropping it
-/// sends SIGTERM and waits (SIGKILL after 5 s). If the test is failing, the
-/// server's log is printed.
-struct Server {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
-    /// The first listen address.
-    addr: SocketAddr,
-}
-
-impl Server {
-    /// Starts the server on `env.config` and waits until it logged
-    /// `listening on ADDR` for every address of `listen`.
-    fn start(env: &Env, listen: &[String]) -> Server {
-        let mut child = env
-            .command(&["serve", "--log", "stderr"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start otpd serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        let reader = thread::spawn(move || {
-            use std::io::BufRead;
-            let mut lines = std::io::BufReader::new(stderr);
-            let mut line = Vec::new();
-            while matches!(lines.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
-                line.clear();
-            }
-        });
-        let addr = listen[0].parse().unwrap();
-        let mut server = Server { child, log, reader: Some(reader), addr };
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            let log = server.log();
-            if listen.iter().all(|a| log.contains(&format!("listening on {a}"))) {
-                return server;
-            }
-            if let Some(status) = server.child.try_wait().unwrap() {
-                server.join_reader();
-                panic!("otpd serve exited with {status} before listening (its stderr follows)");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "otpd serve did not log `listening on` {listen:?} within {STARTUP:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits up to `timeout` for `needle` in the log.
-    fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        self.log().contains(needle)
-    }
-
-    /// `host:port` of the first listen address, as radclient takes it.
-    fn target(&self) -> String {
-        self.addr.to_string()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
-        assert!(status.unwrap().success(), "kill -{signal} failed");
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Waits up to `timeout` for the process to exit.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.join_reader();
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn join_reader(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-            if self.wait_exit(Duration::from_secs(5)).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-        self.join_reader();
-        if thread::panicking() {
-            eprintln!("----- otpd serve stderr -----\n{}-----------------------------", self.log());
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // radtest and radclient

@@ -11,13 +11,16 @@ use crate::Otpd;
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::otp::HashAlgorithm;
-use crate::otpauth;
-use crate::store::{AuditRecord, StoreError, StoreWrite, TokenFilter};
+use crate::pinhandler::PinHandler;
+use crate::policy::{PolicyQuery, Scope};
+use crate::realm::User;
+use crate::store::{AuditRecord, StoreError, StoreRead, TokenFilter};
 use crate::token::{
     self, Consume, DEFAULT_COUNT_WINDOW, DEFAULT_MAXFAIL, DEFAULT_OTPLEN, DEFAULT_SYNC_WINDOW,
     DEFAULT_TIME_WINDOW, DEFAULT_TIMESTEP, Owner, StoredPin, Token, TokenType,
 };
 use crate::validate::Front;
+use crate::{label, limits, otpauth, password};
 
 /// Who performs an administrative operation, for the audit trail.
 #[derive(Debug, Clone)]
@@ -91,8 +94,11 @@ pub struct TokenChanges {
 /// authenticator apps use; 128 bytes is the SHA-512 block size.
 const MIN_KEY: usize = 10;
 const MAX_KEY: usize = 128;
+/// Generated pw-token passwords without a `pw.length`/`pw.contents` policy.
 const PW_LENGTH: usize = 12;
-const PW_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const PW_CONTENTS: &str = "cn";
+/// Random PINs of `otp_pin_random` (without a PIN-contents policy).
+const RANDOM_PIN_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
 /// Decodes an `--otpkey` given as hex.
 pub fn parse_otpkey(hex: &str) -> Result<Zeroizing<Vec<u8>>> {
@@ -138,8 +144,57 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidArgument(msg.into())
 }
 
+impl AdminContext {
+    fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.client.as_deref().and_then(|c| c.parse().ok())
+    }
+}
+
+/// The policy query of an operation on behalf of `user` (or, without a
+/// user, of a realm).
+pub(crate) fn query<'a>(
+    user: Option<&'a User>,
+    realm: Option<&'a str>,
+    ctx: &AdminContext,
+) -> PolicyQuery<'a> {
+    match user {
+        Some(u) => PolicyQuery {
+            realm: Some(&u.realm),
+            resolver: Some(&u.resolver),
+            user: Some(&u.login),
+            client: ctx.client_ip(),
+            realm_only: false,
+        },
+        None => PolicyQuery { realm, client: ctx.client_ip(), ..Default::default() },
+    }
+}
+
 impl Otpd {
-    fn audit_record(&self, ctx: &AdminContext, action: &str, token: &Token, message: String) -> AuditRecord {
+    /// A PIN as the `otp_pin_encrypt` policy wants it stored.
+    fn store_pin(&self, pin: &str, q: &PolicyQuery<'_>) -> Result<StoredPin> {
+        if !pin.is_empty() && self.policies.flag(Scope::Enrollment, "otp_pin_encrypt", q).is_some() {
+            return Ok(StoredPin::Encrypted(self.key.seal(token::PIN_CONTEXT, pin.as_bytes())?));
+        }
+        Ok(StoredPin::hashed(pin)?)
+    }
+
+    /// The owner of `token` as a user, for policy queries.
+    pub(crate) fn owner_user(&self, token: &Token) -> Option<User> {
+        token.owner.as_ref().map(|o| User {
+            login: o.login.clone(),
+            realm: o.realm.clone(),
+            resolver: o.resolver.clone(),
+            full_name: None,
+        })
+    }
+
+    pub(crate) fn audit_record(
+        &self,
+        ctx: &AdminContext,
+        action: &str,
+        token: &Token,
+        message: String,
+    ) -> AuditRecord {
         AuditRecord {
             time: self.clock.now(),
             actor: ctx.actor.clone(),
@@ -161,14 +216,14 @@ impl Otpd {
         ctx: &AdminContext,
         action: &str,
         serial: &str,
-        change: impl FnOnce(&mut Token, &mut dyn StoreWrite) -> Result<String>,
+        change: impl FnOnce(&mut Token, &dyn StoreRead) -> Result<String>,
     ) -> Result<Token> {
         let mut tx = self.store.write()?;
         let mut token = tx.token(serial)?.ok_or_else(|| Error::UnknownSerial(serial.to_owned()))?;
         if token.revoked {
             return Err(Error::Revoked(token.serial));
         }
-        let message = change(&mut token, tx.as_mut())?;
+        let message = change(&mut token, tx.as_ref())?;
         tx.update_token(&token)?;
         tx.append_audit(&self.audit_record(ctx, action, &token, message))?;
         tx.commit()?;
@@ -193,10 +248,6 @@ impl Otpd {
             None => filter.realm = realm.map(|r| self.realms.canonical(r)).transpose()?,
         }
         Ok(self.store.read()?.tokens(&filter)?)
-    }
-
-    fn new_pin(&self, pin: Option<&str>) -> Result<StoredPin> {
-        Ok(StoredPin::hashed(pin.unwrap_or(""))?)
     }
 
     /// Enrolls a token (`token init`).
@@ -245,18 +296,19 @@ impl Otpd {
         }
         let hash = spec.hash.unwrap_or_default();
         // Owner and realms are checked before anything is written.
-        let owner = match &spec.user {
-            Some(u) => {
-                let user = self.realms.resolve(u, spec.realm.as_deref(), None)?;
-                Some(Owner { login: user.login, realm: user.realm, resolver: user.resolver })
-            }
-            None => None,
-        };
-        let realms = match (&owner, &spec.realm) {
-            (Some(o), _) => vec![o.realm.clone()],
+        let user =
+            spec.user.as_deref().map(|u| self.realms.resolve(u, spec.realm.as_deref(), None)).transpose()?;
+        let owner = user.as_ref().map(|u| Owner {
+            login: u.login.clone(),
+            realm: u.realm.clone(),
+            resolver: u.resolver.clone(),
+        });
+        let realms = match (&user, &spec.realm) {
+            (Some(u), _) => vec![u.realm.clone()],
             (None, Some(r)) => vec![self.realms.canonical(r)?],
             (None, None) => Vec::new(),
         };
+        let q = query(user.as_ref(), realms.first().map(String::as_str), ctx);
 
         let mut generated_password = None;
         let (secret, otplen): (Zeroizing<Vec<u8>>, u32) = match t {
@@ -276,7 +328,13 @@ impl Otpd {
                     Some(p) if p.is_empty() => return Err(invalid("--password must not be empty")),
                     Some(p) => Zeroizing::new(p.clone()),
                     None => {
-                        let p = Zeroizing::new(crypto::random_string(PW_ALPHABET, PW_LENGTH)?);
+                        let length = self.policies.unique_int(Scope::Enrollment, "pw.length", &q)?;
+                        let contents = self.policies.unique_text(Scope::Enrollment, "pw.contents", &q)?;
+                        let p = password::generate(
+                            length.map_or(PW_LENGTH, |l| l as usize),
+                            contents.as_deref().unwrap_or(PW_CONTENTS),
+                        )
+                        .map_err(|e| invalid(e.to_string()))?;
                         generated_password = Some(p.clone());
                         p
                     }
@@ -286,14 +344,58 @@ impl Otpd {
             }
             TokenType::Spass => (Zeroizing::new(Vec::new()), 0),
         };
-        let pin = self.new_pin(spec.pin.as_deref())?;
+        // otp_pin_random replaces any PIN given; the PIN goes to the
+        // pinhandling handlers only (never into the result).
+        let random_pin = self.policies.unique_int(Scope::Enrollment, "otp_pin_random", &q)?;
+        let pin_text = match random_pin {
+            Some(n) => Zeroizing::new(crypto::random_string(RANDOM_PIN_ALPHABET, n as usize)?),
+            None => Zeroizing::new(spec.pin.clone().unwrap_or_default()),
+        };
+        let pin = self.store_pin(&pin_text, &q)?;
         let now = self.clock.now();
-
-        let mut tx = self.store.write()?;
         let serial = match &spec.serial {
             Some(s) => s.clone(),
-            None => generate_serial(tx.as_mut(), t)?,
+            None => generate_serial(self.store.read()?.as_ref(), t)?,
         };
+        let realm = realms.first().map(String::as_str);
+        if random_pin.is_some() {
+            self.hand_on_pin(&pin_text, &serial, user.as_ref(), realm, t, &q)?;
+        }
+        let label_vars = |serial: &str| {
+            let (given, surname) =
+                label::split_name(user.as_ref().and_then(|u| u.full_name.as_deref()).unwrap_or(""));
+            (
+                serial.to_owned(),
+                user.as_ref().map_or(String::new(), |u| u.login.clone()),
+                realm.unwrap_or("").to_owned(),
+                given.to_owned(),
+                surname.to_owned(),
+            )
+        };
+        let (v_serial, v_user, v_realm, v_given, v_surname) = label_vars(&serial);
+        let vars = label::LabelVars {
+            serial: &v_serial,
+            user: &v_user,
+            realm: &v_realm,
+            givenname: &v_given,
+            surname: &v_surname,
+        };
+        let render = |action: &str, default: &str| -> Result<String> {
+            let template = self.policies.unique_text(Scope::Enrollment, action, &q)?;
+            label::render(template.as_deref().unwrap_or(default), &vars)
+                .map_err(|e| invalid(format!("{action}: {e}")))
+        };
+        let token_label = render("tokenlabel", "<s>")?;
+        let issuer = render("tokenissuer", "otpd")?;
+        let image = self.policies.unique_text(Scope::Enrollment, "appimageurl", &q)?;
+
+        let mut tx = self.store.write()?;
+        if let Some(u) = &user {
+            limits::check_user(&self.policies, tx.as_ref(), u, ctx.client_ip(), t, true, None)?;
+        }
+        for r in &realms {
+            limits::check_realm(&self.policies, tx.as_ref(), r, ctx.client_ip())?;
+        }
         let sealed = if t == TokenType::Spass {
             Vec::new()
         } else {
@@ -332,11 +434,37 @@ impl Otpd {
         tx.append_audit(&self.audit_record(ctx, "token_init", &token, format!("enrolled {t} token")))?;
         tx.commit()?;
         let otpauth = if otp_type {
-            otpauth::uri(&token, &secret, &token.serial, "otpd").map(Zeroizing::new)
+            otpauth::uri(&token, &secret, &token_label, &issuer, image.as_deref()).map(Zeroizing::new)
         } else {
             None
         };
         Ok(Enrolled { token, otpauth, password: generated_password })
+    }
+
+    /// Gives a random PIN to every `pinhandling` handler of the policies.
+    fn hand_on_pin(
+        &self,
+        pin: &str,
+        serial: &str,
+        user: Option<&User>,
+        realm: Option<&str>,
+        t: TokenType,
+        q: &PolicyQuery<'_>,
+    ) -> Result<()> {
+        let handlers = self.policies.texts(Scope::Enrollment, "pinhandling", q);
+        if handlers.is_empty() {
+            tracing::warn!(
+                "otp_pin_random without a pinhandling policy: the random PIN of token {serial} is known to no one"
+            );
+        }
+        for (spec, policy) in handlers {
+            let handler =
+                PinHandler::parse(&spec).map_err(|e| Error::PinHandler(format!("policy '{policy}': {e}")))?;
+            handler
+                .deliver(pin, serial, user.map(|u| u.login.as_str()), realm, t.name())
+                .map_err(|e| Error::PinHandler(format!("policy '{policy}': {e}")))?;
+        }
+        Ok(())
     }
 
     /// Assigns an unassigned token to a user (`token assign`).
@@ -349,15 +477,26 @@ impl Otpd {
         pin: Option<&str>,
     ) -> Result<Token> {
         let user = self.realms.resolve(user, realm, None)?;
-        let pin = pin.map(|p| self.new_pin(Some(p))).transpose()?;
+        let q = query(Some(&user), None, ctx);
+        let pin = pin.map(|p| self.store_pin(p, &q)).transpose()?;
         let now = self.clock.now();
-        self.modify(ctx, "token_assign", serial, |token, _| {
+        self.modify(ctx, "token_assign", serial, |token, tx| {
             if let Some(owner) = &token.owner {
                 return Err(Error::AlreadyAssigned {
                     serial: token.serial.clone(),
                     user: format!("{}@{}", owner.login, owner.realm),
                 });
             }
+            limits::check_realm(&self.policies, tx, &user.realm, ctx.client_ip())?;
+            limits::check_user(
+                &self.policies,
+                tx,
+                &user,
+                ctx.client_ip(),
+                token.token_type,
+                token.active,
+                None,
+            )?;
             if !token.realms.contains(&user.realm) {
                 token.realms.push(user.realm.clone());
                 token.realms.sort();
@@ -395,7 +534,22 @@ impl Otpd {
     /// Enables or disables a token.
     pub fn set_active(&self, ctx: &AdminContext, serial: &str, active: bool) -> Result<Token> {
         let action = if active { "token_enable" } else { "token_disable" };
-        self.modify(ctx, action, serial, |token, _| {
+        self.modify(ctx, action, serial, |token, tx| {
+            if active
+                && !token.active
+                && let Some(owner) = self.owner_user(token)
+            {
+                let serial = token.serial.clone();
+                limits::check_user(
+                    &self.policies,
+                    tx,
+                    &owner,
+                    ctx.client_ip(),
+                    token.token_type,
+                    true,
+                    Some(&serial),
+                )?;
+            }
             token.active = active;
             Ok(if active { "enabled" } else { "disabled" }.into())
         })
@@ -413,7 +567,9 @@ impl Otpd {
 
     /// Changes PIN, description, realms, validity period or maxfail (`token set`).
     pub fn set_token(&self, ctx: &AdminContext, serial: &str, changes: &TokenChanges) -> Result<Token> {
-        let pin = changes.pin.as_deref().map(|p| self.new_pin(Some(p))).transpose()?;
+        let owner = self.token(serial).ok().and_then(|t| self.owner_user(&t));
+        let q = query(owner.as_ref(), None, ctx);
+        let pin = changes.pin.as_deref().map(|p| self.store_pin(p, &q)).transpose()?;
         let realms = match &changes.realms {
             Some(list) => {
                 let mut out = Vec::new();
@@ -431,7 +587,7 @@ impl Otpd {
         if changes.max_fail == Some(0) {
             return Err(invalid("--max-fail must be at least 1"));
         }
-        self.modify(ctx, "token_set", serial, |token, _| {
+        self.modify(ctx, "token_set", serial, |token, tx| {
             let mut what = Vec::new();
             if let Some(pin) = pin {
                 token.pin = pin;
@@ -442,6 +598,9 @@ impl Otpd {
                 what.push("description");
             }
             if let Some(mut realms) = realms {
+                for added in realms.iter().filter(|r| !token.realms.contains(r)) {
+                    limits::check_realm(&self.policies, tx, added, ctx.client_ip())?;
+                }
                 // The owner's realm always stays.
                 if let Some(o) = &token.owner
                     && !realms.contains(&o.realm)
@@ -505,7 +664,7 @@ impl Otpd {
 /// privacyIDEA's serial scheme: type prefix, the number of tokens of the
 /// type zero-padded to 4 digits, random upper-case hex filling up to 8
 /// characters after the prefix (e.g. `OATH0003A1F2`).
-fn generate_serial(tx: &mut dyn StoreWrite, t: TokenType) -> Result<String> {
+fn generate_serial(tx: &dyn StoreRead, t: TokenType) -> Result<String> {
     let number = format!("{:04}", tx.count_tokens_of_type(t)?);
     for attempt in 0..16 {
         let fill = 8usize.saturating_sub(number.len()).max(attempt / 4);
@@ -615,6 +774,88 @@ mod tests {
             Err(Error::ResyncFailed(_))
         ));
         assert_eq!(f.otpd.resync_token(&f.ctx(), "H1", "287922", "162583").unwrap().count, 8);
+    }
+
+    fn enroll_policy(actions: &str) -> Fixture {
+        Fixture::with_config(
+            1_700_000_000,
+            &format!(
+                "[[policies]]\nname = \"enroll\"\nscope = \"enrollment\"\n[policies.actions]\n{actions}\n"
+            ),
+        )
+    }
+
+    fn alice_spec(pin: Option<&str>) -> InitSpec {
+        let mut spec = InitSpec::new(TokenType::Hotp);
+        spec.serial = Some("H1".into());
+        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.user = Some("alice".into());
+        spec.pin = pin.map(str::to_owned);
+        spec
+    }
+
+    fn login(f: &Fixture, password: &str) -> bool {
+        f.otpd.authenticate(&crate::AuthRequest::new("alice", password, Front::Cli)).unwrap().is_accept()
+    }
+
+    #[test]
+    fn encrypted_pin_round_trip() {
+        let f = enroll_policy("otp_pin_encrypt = true");
+        let t = f.otpd.init_token(&f.ctx(), &alice_spec(Some("1234"))).unwrap().token;
+        assert!(matches!(t.pin, StoredPin::Encrypted(_)));
+        assert!(login(&f, "1234755224"));
+        assert!(!login(&f, "1235287082"));
+        let t = f
+            .otpd
+            .set_token(&f.ctx(), "H1", &TokenChanges { pin: Some("99".into()), ..Default::default() })
+            .unwrap();
+        assert!(matches!(t.pin, StoredPin::Encrypted(_)));
+        assert!(login(&f, "99287082"));
+    }
+
+    #[test]
+    fn random_pin_goes_to_the_command_handler_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let script = dir.path().join("handler.sh");
+        std::fs::write(&script, "#!/bin/sh\nout=$1\nshift\necho \"$@\" > \"$out\"\ncat >> \"$out\"\n")
+            .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let f = enroll_policy(&format!(
+            "otp_pin_random = 8\npinhandling = \"command {} {}\"",
+            script.display(),
+            out.display()
+        ));
+        let e = f.otpd.init_token(&f.ctx(), &alice_spec(Some("ignored"))).unwrap();
+        let written = std::fs::read_to_string(&out).unwrap();
+        let mut lines = written.lines();
+        assert_eq!(lines.next(), Some("H1 alice corp"));
+        let pin = lines.next().unwrap();
+        assert_eq!(pin.len(), 8);
+        assert!(pin.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert!(format!("{e:?}").find(pin).is_none(), "the PIN is not in the result");
+        assert!(!login(&f, "ignored755224"));
+        assert!(login(&f, &format!("{pin}287082")));
+    }
+
+    #[test]
+    fn failing_pin_handler_refuses_enrollment() {
+        let f = enroll_policy("otp_pin_random = 6\npinhandling = \"command /bin/false\"");
+        assert!(matches!(f.otpd.init_token(&f.ctx(), &alice_spec(None)), Err(Error::PinHandler(_))));
+        assert!(f.otpd.list_tokens(None, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn label_and_issuer_from_policies() {
+        let f = enroll_policy("tokenlabel = \"{user}@{realm}\"\ntokenissuer = \"ACME {realm}\"");
+        let e = f.otpd.init_token(&f.ctx(), &alice_spec(None)).unwrap();
+        let uri = e.otpauth.unwrap();
+        assert!(uri.starts_with("otpauth://hotp/alice%40corp?"), "{}", uri.as_str());
+        assert!(uri.contains("&issuer=ACME%20corp&"), "{}", uri.as_str());
+        let mut spec = InitSpec::new(TokenType::Totp);
+        spec.serial = Some("T1".into());
+        let e = f.otpd.init_token(&f.ctx(), &spec).unwrap();
+        assert!(e.otpauth.unwrap().starts_with("otpauth://totp/%40?"), "no user: the label is '@'");
     }
 
     #[test]

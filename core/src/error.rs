@@ -51,6 +51,17 @@ pub enum Error {
     ResyncFailed(String),
     #[error("token {0} is revoked; it cannot be changed")]
     Revoked(String),
+    /// An enrollment limit of a policy refuses the operation.
+    #[error("{0}")]
+    PolicyLimit(String),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("You can only define a lost token for an assigned token.")]
+    LostUnassigned,
+    #[error("cannot create the lost-token replacement {0}: a token of another type has that serial")]
+    LostSerialTaken(String),
+    #[error("the PIN handler refused the random PIN, so the token was not enrolled: {0}")]
+    PinHandler(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

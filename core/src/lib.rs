@@ -9,13 +9,19 @@
 //! call it directly and the daemon calls it from blocking worker threads.
 
 pub mod admin;
+mod autoassign;
 pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod datetime;
 pub mod error;
+pub mod label;
+mod limits;
+pub mod lost;
 pub mod otp;
 pub mod otpauth;
+pub mod password;
+pub mod pinhandler;
 pub mod policy;
 pub mod realm;
 pub mod store;
@@ -115,6 +121,10 @@ impl Otpd {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn policies(&self) -> &Policies {
+        &self.policies
     }
 
     pub fn realms(&self) -> &Realms {

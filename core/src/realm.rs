@@ -16,6 +16,8 @@ pub struct User {
     /// Lower-cased realm name.
     pub realm: String,
     pub resolver: String,
+    /// The full name (GECOS), for token labels.
+    pub full_name: Option<String>,
 }
 
 impl std::fmt::Display for User {
@@ -156,6 +158,7 @@ impl Realms {
                     login: entry.login,
                     realm: realm.name.clone(),
                     resolver: resolver.name.clone(),
+                    full_name: entry.gecos,
                 }));
             }
         }

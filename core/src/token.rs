@@ -173,6 +173,15 @@ impl Token {
         key.open(&Self::secret_context(&self.serial), &self.secret)
     }
 
+    /// This token's split of a password into PIN and OTP: spass tokens take
+    /// the whole password as PIN; the others split by their OTP length.
+    pub fn split_password<'a>(&self, password: &'a str, prepend_pin: bool) -> Option<(&'a str, &'a str)> {
+        if self.token_type == TokenType::Spass {
+            return Some((password, ""));
+        }
+        split_pin_otp(password, self.otplen as usize, prepend_pin)
+    }
+
     pub fn is_locked_out(&self) -> bool {
         self.failcount >= self.maxfail
     }

@@ -6,6 +6,7 @@
 //! pin-matching, invalid, skipped), and commit counters, failcounters,
 //! challenges and the audit record in one transaction.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use jiff::{SignedDuration, Timestamp};
@@ -14,10 +15,10 @@ use zeroize::Zeroizing;
 use crate::Otpd;
 use crate::crypto;
 use crate::error::{Error, Result};
-use crate::policy::{PolicyQuery, Scope};
+use crate::policy::{ActionValue, PolicyQuery, Scope};
 use crate::realm::User;
 use crate::store::{AuditRecord, Challenge, StoreWrite, TokenFilter};
-use crate::token::{Consume, Token, TokenType, split_pin_otp};
+use crate::token::{Consume, Token, TokenType};
 
 /// Which front asked; recorded in the audit trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +162,20 @@ impl Otpd {
         let user = match self.realms.resolve(&req.user, req.realm.as_deref(), req.fallback_realm.as_deref()) {
             Ok(u) => u,
             Err(Error::UnknownUser { login, realm }) => {
-                let outcome = Outcome::reject(format!("User {login}@{realm} does not exist."), None);
+                let q = PolicyQuery {
+                    realm: Some(&realm),
+                    user: Some(&login),
+                    client: req.client,
+                    ..Default::default()
+                };
+                let outcome = match self.policies.flag(Scope::Authentication, "passOnNoUser", &q) {
+                    Some(policy) => Outcome::Accept {
+                        message: format!("user does not exist, accepted due to '{policy}'"),
+                        serial: None,
+                        token_type: None,
+                    },
+                    None => Outcome::reject(format!("User {login}@{realm} does not exist."), None),
+                };
                 audit.user = Some(login);
                 audit.realm = Some(realm);
                 return self.finish(None, audit, outcome);
@@ -180,19 +194,25 @@ impl Otpd {
         };
         audit.user = Some(user.login.clone());
         audit.realm = Some(user.realm.clone());
-
-        let mut tokens = self.user_tokens(&user)?;
-        if tokens.is_empty() {
-            return self.finish(None, audit, Outcome::reject("The user has no tokens assigned", None));
-        }
-        // Type order hotp < pw < spass < totp, then creation order.
-        tokens.sort_by_key(|t| (t.token_type.weight(), t.id));
         let query = PolicyQuery {
             realm: Some(&user.realm),
             resolver: Some(&user.resolver),
             user: Some(&user.login),
             client: req.client,
+            realm_only: false,
         };
+        let pins = match self.policies.unique_text(Scope::Authentication, "otppin", &query) {
+            Ok(mode) => PinCheck::new(self, &user, mode.as_deref()),
+            Err(e) => return self.finish(None, audit, Outcome::reject(e.to_string(), None)),
+        };
+
+        let mut tokens = self.user_tokens(&user)?;
+        if tokens.is_empty() {
+            let outcome = self.without_token(&user, req, &query, &pins, now)?;
+            return self.finish(None, audit, outcome);
+        }
+        // Type order hotp < pw < spass < totp, then creation order.
+        tokens.sort_by_key(|t| (t.token_type.weight(), t.id));
         let challenge_types = self.policies.union(Scope::Authentication, "challenge_response", &query);
         let challenges = match &req.state {
             Some(state) => self.store.read()?.challenges(state)?,
@@ -200,9 +220,10 @@ impl Otpd {
         };
         let mut verdicts = Vec::with_capacity(tokens.len());
         for token in &tokens {
-            verdicts.push(self.try_token(token, req, now, &challenge_types, &challenges)?);
+            verdicts.push(self.try_token(token, req, now, &pins, &challenge_types, &challenges)?);
         }
-        let challenge_text = match self.policies.unique(Scope::Authentication, "challenge_text", &query) {
+        let challenge_text = match self.policies.unique_text(Scope::Authentication, "challenge_text", &query)
+        {
             Ok(text) => text.unwrap_or_else(|| DEFAULT_CHALLENGE_TEXT.to_owned()),
             Err(e) => return self.finish(None, audit, Outcome::reject(e.to_string(), None)),
         };
@@ -213,9 +234,47 @@ impl Otpd {
             state: req.state.as_deref(),
             challenge_text: &challenge_text,
             challenge_validity: SignedDuration::from_secs(self.config.challenge_validity_time.into()),
+            reset_all: self.policies.flag(Scope::Authentication, "reset_all_user_tokens", &query).is_some(),
         };
         let outcome = decision.decide(tx.as_mut(), &tokens, &verdicts)?;
         self.finish(Some(tx), audit, outcome)
+    }
+
+    /// A user without any token: passOnNoToken, then passthru (the whole
+    /// password against the userstore), then autoassignment; else the
+    /// plain "no tokens" reject (semantics.md 2.2 steps 2, 4, 5 and 8).
+    fn without_token(
+        &self,
+        user: &User,
+        req: &AuthRequest,
+        query: &PolicyQuery<'_>,
+        pins: &PinCheck<'_>,
+        now: Timestamp,
+    ) -> Result<Outcome> {
+        if let Some(policy) = self.policies.flag(Scope::Authentication, "passOnNoToken", query) {
+            return Ok(Outcome::Accept {
+                message: format!("user has no token, accepted due to '{policy}'"),
+                serial: None,
+                token_type: None,
+            });
+        }
+        match self.policies.unique(Scope::Authentication, "passthru", query) {
+            Err(_) => return Ok(Outcome::reject("Contradicting passthru policies.", None)),
+            Ok(Some((value, policy))) if value != ActionValue::Bool(false) => {
+                if pins.userstore_password(&req.password)? {
+                    return Ok(Outcome::Accept {
+                        message: format!("against userstore due to '{policy}'"),
+                        serial: None,
+                        token_type: None,
+                    });
+                }
+            }
+            Ok(_) => {}
+        }
+        if let Some(outcome) = self.autoassign(user, req, query, pins, now)? {
+            return Ok(outcome);
+        }
+        Ok(Outcome::reject("The user has no tokens assigned", None))
     }
 
     /// The state of `user`'s tokens (`user` may carry `@realm`; `realm`
@@ -260,6 +319,7 @@ impl Otpd {
         token: &Token,
         req: &AuthRequest,
         now: Timestamp,
+        pins: &PinCheck<'_>,
         challenge_types: &[String],
         challenges: &[Challenge],
     ) -> Result<Verdict> {
@@ -282,19 +342,14 @@ impl Otpd {
         }
         if token.token_type != TokenType::Spass
             && challenge_types.iter().any(|t| t == token.token_type.name())
-            && token.pin.matches(&req.password, &self.key)
+            && pins.matches(token, &req.password)?
         {
             return Ok(Verdict::ChallengeRequest);
         }
-        let (pin, otp) = if token.token_type == TokenType::Spass {
-            (req.password.as_str(), "")
-        } else {
-            match split_pin_otp(&req.password, token.otplen as usize, self.config.prepend_pin) {
-                Some(parts) => parts,
-                None => return Ok(Verdict::Invalid),
-            }
+        let Some((pin, otp)) = token.split_password(&req.password, self.config.prepend_pin) else {
+            return Ok(Verdict::Invalid);
         };
-        if !token.pin.matches(pin, &self.key) {
+        if !pins.matches(token, pin)? {
             return Ok(Verdict::Invalid);
         }
         let secret = token.open_secret(&self.key)?;
@@ -325,6 +380,52 @@ impl Otpd {
     }
 }
 
+/// How PINs are checked for one request (the `otppin` policy): against the
+/// token's PIN, the user's userstore password (checked once per distinct
+/// value: password hashing is slow), or as empty.
+pub(crate) struct PinCheck<'a> {
+    otpd: &'a Otpd,
+    user: &'a User,
+    mode: OtpPin,
+    checked: RefCell<Vec<(Zeroizing<String>, bool)>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OtpPin {
+    TokenPin,
+    UserStore,
+    None,
+}
+
+impl<'a> PinCheck<'a> {
+    fn new(otpd: &'a Otpd, user: &'a User, mode: Option<&str>) -> Self {
+        let mode = match mode {
+            Some("userstore") => OtpPin::UserStore,
+            Some("none") => OtpPin::None,
+            _ => OtpPin::TokenPin,
+        };
+        PinCheck { otpd, user, mode, checked: RefCell::new(Vec::new()) }
+    }
+
+    fn matches(&self, token: &Token, given: &str) -> Result<bool> {
+        match self.mode {
+            OtpPin::TokenPin => Ok(token.pin.matches(given, &self.otpd.key)),
+            OtpPin::UserStore => self.userstore_password(given),
+            OtpPin::None => Ok(given.is_empty()),
+        }
+    }
+
+    /// Whether `password` is the user's userstore password.
+    pub(crate) fn userstore_password(&self, password: &str) -> Result<bool> {
+        if let Some((_, ok)) = self.checked.borrow().iter().find(|(p, _)| p.as_str() == password) {
+            return Ok(*ok);
+        }
+        let ok = self.otpd.realms.check_password(self.user, password)?;
+        self.checked.borrow_mut().push((Zeroizing::new(password.to_owned()), ok));
+        Ok(ok)
+    }
+}
+
 /// The message of a challenge when no `challenge_text` policy sets one.
 pub const DEFAULT_CHALLENGE_TEXT: &str = "please enter otp: ";
 
@@ -334,6 +435,8 @@ struct Decision<'a> {
     state: Option<&'a str>,
     challenge_text: &'a str,
     challenge_validity: SignedDuration,
+    /// `reset_all_user_tokens`: a success clears every tried token's failcounter.
+    reset_all: bool,
 }
 
 /// A new transaction id: 20 random digits (privacyIDEA's format).
@@ -377,6 +480,11 @@ impl Decision<'_> {
             }
         }
         if !accepted.is_empty() {
+            if self.reset_all {
+                for token in tokens {
+                    tx.reset_failcount(&token.serial)?;
+                }
+            }
             let single = (accepted.len() == 1).then(|| accepted[0]);
             return Ok(Outcome::Accept {
                 message: format!("matching {} tokens", accepted.len()),
@@ -671,6 +779,55 @@ mod tests {
         let f = Fixture::with_config(1_700_000_000, &policy);
         hotp_for_alice(&f, "H1", "1234");
         assert_eq!(check(&f, "1234").message(), "wrong otp pin");
+    }
+
+    fn auth_policy(actions: &str) -> Fixture {
+        Fixture::with_config(
+            1_700_000_000,
+            &format!(
+                "[[policies]]\nname = \"auth\"\nscope = \"authentication\"\n[policies.actions]\n{actions}\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn otppin_userstore_and_none() {
+        let f = auth_policy("otppin = \"userstore\"");
+        hotp_for_alice(&f, "H1", "1234");
+        assert_eq!(check(&f, "1234755224").message(), "wrong otp pin", "the token PIN no longer counts");
+        assert!(check(&f, "alicepw755224").is_accept());
+        let f = auth_policy("otppin = \"none\"");
+        hotp_for_alice(&f, "H1", "1234");
+        assert!(!check(&f, "1234755224").is_accept());
+        assert!(check(&f, "755224").is_accept());
+    }
+
+    #[test]
+    fn passthru_pass_on_no_token_and_no_user() {
+        let f = auth_policy("passthru = true");
+        assert_eq!(check(&f, "alicepw").message(), "against userstore due to 'auth'");
+        assert_eq!(check(&f, "wrong").message(), "The user has no tokens assigned");
+        hotp_for_alice(&f, "H1", "");
+        assert!(!check(&f, "alicepw").is_accept(), "passthru is only for users without a token");
+
+        let f = auth_policy("passOnNoToken = true");
+        assert_eq!(check(&f, "anything").message(), "user has no token, accepted due to 'auth'");
+        let f = auth_policy("passOnNoUser = true");
+        let out = f.otpd.authenticate(&AuthRequest::new("mallory", "x", Front::Cli)).unwrap();
+        assert!(out.is_accept());
+        assert_eq!(out.message(), "user does not exist, accepted due to 'auth'");
+        assert!(!check(&f, "x").is_accept(), "alice exists and has no token: rejected");
+    }
+
+    #[test]
+    fn reset_all_user_tokens_clears_every_failcounter() {
+        let f = auth_policy("reset_all_user_tokens = true");
+        hotp_for_alice(&f, "H1", "1234");
+        hotp_for_alice(&f, "H2", "5678");
+        check(&f, "0000000000");
+        assert_eq!(token(&f, "H2").failcount, 1);
+        assert!(check(&f, "1234755224").is_accept());
+        assert_eq!(token(&f, "H2").failcount, 0);
     }
 
     #[test]

@@ -33,3 +33,15 @@ pub fn init(target: LogTarget) -> Result<(), String> {
     };
     result.map_err(|e| format!("cannot install the logger: {e}"))
 }
+
+/// The CLI's logger: warnings of the core on stderr, one plain line each.
+pub fn init_cli() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("warn"))
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -4,6 +4,8 @@
 //! independent OTP generator `oathtool`.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

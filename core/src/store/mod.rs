@@ -105,6 +105,8 @@ pub trait StoreWrite: StoreRead {
     /// A failed attempt: counts it, and raises the failcounter unless it is
     /// at maxfail already (stamping `failcounter_exceeded` when it gets there).
     fn record_failure(&mut self, serial: &str, now: Timestamp) -> Result<(), StoreError>;
+    /// Sets the failcounter to 0 (and forgets when it reached maxfail).
+    fn reset_failcount(&mut self, serial: &str) -> Result<(), StoreError>;
     fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     fn insert_challenge(&mut self, challenge: &Challenge) -> Result<(), StoreError>;

@@ -49,16 +49,16 @@ pub fn run(otpd: &Otpd, args: CheckArgs, json: bool) -> Result<ExitCode, CliErro
             Outcome::Challenge { state, .. } => doc["state"] = json!(state),
             Outcome::Reject { .. } => {}
         }
-        println!("{doc}");
+        outln!("{doc}");
     } else {
         match &outcome {
             Outcome::Challenge { state, message, .. } => {
-                println!("CHALLENGE: {message}");
-                println!("state: {state}");
+                outln!("CHALLENGE: {message}");
+                outln!("state: {state}");
             }
             _ => match outcome.serial() {
-                Some(serial) => println!("{}: {} (token {serial})", word.to_uppercase(), outcome.message()),
-                None => println!("{}: {}", word.to_uppercase(), outcome.message()),
+                Some(serial) => outln!("{}: {} (token {serial})", word.to_uppercase(), outcome.message()),
+                None => outln!("{}: {}", word.to_uppercase(), outcome.message()),
             },
         }
     }

@@ -1,8 +1,30 @@
 //! The command line: argument definitions (clap) and dispatch to the
 //! command modules. Names and flags follow design.md section 4 exactly.
 
+/// `println!` that ends the process quietly, like other Unix tools, when
+/// the reader of the output went away (`otpd token list | head`), instead of
+/// panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
+pub(crate) fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("otpd: cannot write output: {e}");
+        std::process::exit(2);
+    }
+}
+
 mod check;
 mod output;
+mod policy;
 mod token;
 
 use std::path::PathBuf;
@@ -38,6 +60,9 @@ enum Command {
     /// Manage tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Show the policies and what applies to a request.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// An error of the CLI itself (bad argument) or of the core.
@@ -62,10 +87,14 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         }
         Command::Check(c) => check::run(&open(args.config)?, c, args.json),
         Command::Token(t) => token::run(&open(args.config)?, &admin_context(), t, args.json),
+        Command::Policy(p) => policy::run(&open(args.config)?, p, args.json),
     }
 }
 
 fn open(config: Option<PathBuf>) -> Result<Otpd, CliError> {
+    // The core's own log lines (a pinhandling=log PIN, a refused
+    // autoassignment) go to stderr.
+    otpd_daemon::logging::init_cli();
     let config = Config::locate(config.as_deref()).map_err(otpd_core::Error::from)?;
     Ok(Otpd::open(config)?)
 }

@@ -51,6 +51,8 @@ pub enum TokenCommand {
     Resync { serial: String, otp1: String, otp2: String },
     /// Set the failcounter to 0.
     Reset { serial: String },
+    /// Replace a lost token with a temporary password token (printed once) and disable it.
+    Lost { serial: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -138,9 +140,9 @@ fn parse_bound(
 
 fn print_token(token: &Token, json: bool) {
     if json {
-        println!("{}", token_json(token));
+        outln!("{}", token_json(token));
     } else {
-        print!("{}", token_text(token));
+        outln!("{}", token_text(token).trim_end_matches('\n'));
     }
 }
 
@@ -150,9 +152,9 @@ pub fn run(otpd: &Otpd, ctx: &AdminContext, cmd: TokenCommand, json: bool) -> Re
         TokenCommand::List { user, realm } => {
             let tokens = otpd.list_tokens(user.as_deref(), realm.as_deref())?;
             if json {
-                println!("{}", serde_json::Value::Array(tokens.iter().map(token_json).collect()));
+                outln!("{}", serde_json::Value::Array(tokens.iter().map(token_json).collect()));
             } else {
-                print!("{}", token_table(&tokens));
+                outln!("{}", token_table(&tokens).trim_end_matches('\n'));
             }
         }
         TokenCommand::Show { serial } => print_token(&otpd.token(&serial)?, json),
@@ -165,9 +167,9 @@ pub fn run(otpd: &Otpd, ctx: &AdminContext, cmd: TokenCommand, json: bool) -> Re
         TokenCommand::Delete { serial } => {
             let token = otpd.delete_token(ctx, &serial)?;
             if json {
-                println!("{}", json!({ "serial": token.serial, "deleted": true }));
+                outln!("{}", json!({ "serial": token.serial, "deleted": true }));
             } else {
-                println!("deleted token {}", token.serial);
+                outln!("deleted token {}", token.serial);
             }
         }
         TokenCommand::Set(a) => {
@@ -186,6 +188,22 @@ pub fn run(otpd: &Otpd, ctx: &AdminContext, cmd: TokenCommand, json: bool) -> Re
             print_token(&otpd.resync_token(ctx, &serial, &otp1, &otp2)?, json)
         }
         TokenCommand::Reset { serial } => print_token(&otpd.reset_failcounter(ctx, &serial)?, json),
+        TokenCommand::Lost { serial } => {
+            let r = otpd.lost_token(ctx, &serial)?;
+            if json {
+                let mut doc = token_json(&r.token);
+                doc["password"] = json!(r.password.as_str());
+                doc["lost_serial"] = json!(r.lost_serial);
+                doc["end_date"] = json!(r.valid_until.to_string());
+                doc["disable"] = json!(1);
+                outln!("{doc}");
+            } else {
+                outln!("serial: {}", r.token.serial);
+                outln!("password: {} (shown once; the user types PIN + password)", r.password.as_str());
+                outln!("valid until: {}", r.valid_until);
+                outln!("token {} is disabled", r.lost_serial);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -221,15 +239,15 @@ fn init(otpd: &Otpd, ctx: &AdminContext, a: InitArgs, json: bool) -> Result<(), 
         if let Some(pw) = &enrolled.password {
             doc["password"] = json!(pw.as_str());
         }
-        println!("{doc}");
+        outln!("{doc}");
         return Ok(());
     }
-    println!("serial: {}", enrolled.token.serial);
+    outln!("serial: {}", enrolled.token.serial);
     if let Some(pw) = &enrolled.password {
-        println!("password: {} (shown once)", pw.as_str());
+        outln!("password: {} (shown once)", pw.as_str());
     }
     if let Some(uri) = &enrolled.otpauth {
-        println!("otpauth: {}", uri.as_str());
+        outln!("otpauth: {}", uri.as_str());
         match QrCode::new(uri.as_bytes()) {
             Ok(code) => {
                 // Light modules drawn dark suit the usual dark terminal.
@@ -239,7 +257,7 @@ fn init(otpd: &Otpd, ctx: &AdminContext, a: InitArgs, json: bool) -> Result<(), 
                     .light_color(Dense1x2::Dark)
                     .quiet_zone(true)
                     .build();
-                println!("{qr}");
+                outln!("{qr}");
             }
             Err(e) => eprintln!("otpd: cannot draw the QR code ({e}); use the otpauth URI above"),
         }

@@ -7,7 +7,7 @@
 //! configuration; SIGTERM (or SIGINT) stops the loops and drains in-flight
 //! requests. Shutdown is handled in `serve` alone.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -275,7 +275,7 @@ async fn answer(otpd: &Arc<Otpd>, client: &RadiusClientConfig, raw: &[u8], sourc
     };
     let mut req = AuthRequest::new(user.clone(), password, Front::Radius);
     req.fallback_realm = client.realm.clone();
-    req.client = Some(source.ip().to_canonical());
+    req.client = Some(nas_address(&packet, source.ip()));
     req.state = packet.attr(attr::STATE).map(|s| String::from_utf8_lossy(s).into_owned());
     req.service = Some(client.name.clone());
     let realm =
@@ -349,4 +349,18 @@ fn log_reject(
 /// a line or a field.
 fn clean(text: &str) -> String {
     text.escape_debug().to_string()
+}
+
+/// The request's client address for policies: NAS-IP-Address (or
+/// NAS-IPv6-Address) when present, else the packet's source, as
+/// privacyIDEA's RADIUS plugin does (semantics.md 4.1). The NAS is trusted
+/// with this as with everything else: it holds the shared secret.
+fn nas_address(packet: &Packet<'_>, source: IpAddr) -> IpAddr {
+    if let Some(v4) = packet.attr(attr::NAS_IP_ADDRESS).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+        return IpAddr::from(v4);
+    }
+    if let Some(v6) = packet.attr(attr::NAS_IPV6_ADDRESS).and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+        return IpAddr::from(v6).to_canonical();
+    }
+    source.to_canonical()
 }

@@ -556,6 +556,14 @@ impl StoreWrite for SqliteTx<'_> {
             .map_err(|e| self.err(e))
     }
 
+    fn reset_failcount(&mut self, serial: &str) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached("UPDATE tokens SET failcount = 0, failcounter_exceeded = NULL WHERE serial = ?1")
+            .and_then(|mut s| s.execute([serial]))
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     fn append_audit(&mut self, a: &AuditRecord) -> Result<(), StoreError> {
         self.conn()
             .prepare_cached(
