@@ -55,23 +55,7 @@ fn skip() -> bool {
 fn module() -> &'static Path {
     static MODULE: OnceLock<PathBuf> = OnceLock::new();
     MODULE.get_or_init(|| {
-        let profile_dir = Path::new(otpd_bin()).parent().unwrap();
-        let module = profile_dir.join("libpam_otpd.so");
-        if !module.exists() {
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo.args(["build", "-p", "pam_otpd", "--target-dir"]).arg(profile_dir.parent().unwrap());
-            match profile_dir.file_name().unwrap().to_str().unwrap() {
-                "debug" => {}
-                "release" => {
-                    cargo.arg("--release");
-                }
-                other => {
-                    cargo.args(["--profile", other]);
-                }
-            }
-            let status = cargo.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cannot run cargo");
-            assert!(status.success(), "cargo build -p pam_otpd failed");
-        }
+        let module = pam_module();
         assert!(module.exists(), "{} missing after building pam_otpd", module.display());
         module
     })

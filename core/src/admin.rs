@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 use crate::Otpd;
 use crate::crypto;
 use crate::error::{Error, Result};
+use crate::events::{EventRequest, EventResult, Position};
 use crate::otp::HashAlgorithm;
 use crate::pinhandler::PinHandler;
 use crate::policy::{PolicyQuery, Scope};
@@ -251,7 +252,7 @@ impl Otpd {
     }
 
     /// Enrolls a token (`token init`).
-    pub fn init_token(&self, ctx: &AdminContext, spec: &InitSpec) -> Result<Enrolled> {
+    pub(crate) fn enroll(&self, ctx: &AdminContext, spec: &InitSpec) -> Result<Enrolled> {
         let t = spec.token_type;
         let otp_type = matches!(t, TokenType::Hotp | TokenType::Totp);
         let refuse =
@@ -468,7 +469,7 @@ impl Otpd {
     }
 
     /// Assigns an unassigned token to a user (`token assign`).
-    pub fn assign_token(
+    fn assign(
         &self,
         ctx: &AdminContext,
         serial: &str,
@@ -518,7 +519,7 @@ impl Otpd {
 
     /// Removes the owner; the PIN becomes empty and the failcounter 0; the
     /// token keeps its realms (`token unassign`).
-    pub fn unassign_token(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
+    fn unassign(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
         self.modify(ctx, "token_unassign", serial, |token, _| {
             let Some(owner) = token.owner.take() else {
                 return Err(Error::NotAssigned(token.serial.clone()));
@@ -532,7 +533,7 @@ impl Otpd {
     }
 
     /// Enables or disables a token.
-    pub fn set_active(&self, ctx: &AdminContext, serial: &str, active: bool) -> Result<Token> {
+    fn enable(&self, ctx: &AdminContext, serial: &str, active: bool) -> Result<Token> {
         let action = if active { "token_enable" } else { "token_disable" };
         self.modify(ctx, action, serial, |token, tx| {
             if active
@@ -556,7 +557,7 @@ impl Otpd {
     }
 
     /// Deletes a token (`token delete`).
-    pub fn delete_token(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
+    fn delete(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
         let mut tx = self.store.write()?;
         let token = tx.token(serial)?.ok_or_else(|| Error::UnknownSerial(serial.to_owned()))?;
         tx.delete_token(serial)?;
@@ -566,7 +567,7 @@ impl Otpd {
     }
 
     /// Changes PIN, description, realms, validity period or maxfail (`token set`).
-    pub fn set_token(&self, ctx: &AdminContext, serial: &str, changes: &TokenChanges) -> Result<Token> {
+    fn set(&self, ctx: &AdminContext, serial: &str, changes: &TokenChanges) -> Result<Token> {
         let owner = self.token(serial).ok().and_then(|t| self.owner_user(&t));
         let q = query(owner.as_ref(), None, ctx);
         let pin = changes.pin.as_deref().map(|p| self.store_pin(p, &q)).transpose()?;
@@ -636,7 +637,7 @@ impl Otpd {
     }
 
     /// Resynchronises an hotp/totp token with two consecutive OTPs.
-    pub fn resync_token(&self, ctx: &AdminContext, serial: &str, otp1: &str, otp2: &str) -> Result<Token> {
+    fn resync(&self, ctx: &AdminContext, serial: &str, otp1: &str, otp2: &str) -> Result<Token> {
         let now = self.clock.now();
         self.modify(ctx, "token_resync", serial, |token, _| {
             let secret = token.open_secret(&self.key)?;
@@ -652,12 +653,150 @@ impl Otpd {
     }
 
     /// Sets the failcounter to 0 (`token reset`).
-    pub fn reset_failcounter(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
+    fn reset(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
         self.modify(ctx, "token_reset", serial, |token, _| {
             token.failcount = 0;
             token.failcounter_exceeded = None;
             Ok("failcounter reset".into())
         })
+    }
+}
+
+/// The public operations: each runs between the pre and post handlers of
+/// its event(s); without handlers for the event this costs nothing.
+impl Otpd {
+    /// Enrolls a token (`token init`).
+    pub fn init_token(&self, ctx: &AdminContext, spec: &InitSpec) -> Result<Enrolled> {
+        let user =
+            spec.user.as_deref().and_then(|u| self.realms.resolve(u, spec.realm.as_deref(), None).ok());
+        let serial = spec.serial.as_deref();
+        self.with_events(
+            &["token_init"],
+            ctx,
+            serial,
+            user,
+            || self.enroll(ctx, spec),
+            |e| Some(e.token.serial.clone()),
+        )
+    }
+
+    /// Assigns an unassigned token to a user (`token assign`).
+    pub fn assign_token(
+        &self,
+        ctx: &AdminContext,
+        serial: &str,
+        user: &str,
+        realm: Option<&str>,
+        pin: Option<&str>,
+    ) -> Result<Token> {
+        let owner = self.realms.resolve(user, realm, None).ok();
+        let op = || self.assign(ctx, serial, user, realm, pin);
+        self.with_events(&["token_assign"], ctx, Some(serial), owner, op, |t| Some(t.serial.clone()))
+    }
+
+    /// Removes the owner; the PIN becomes empty and the failcounter 0; the
+    /// token keeps its realms (`token unassign`).
+    pub fn unassign_token(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
+        let op = || self.unassign(ctx, serial);
+        self.with_events(&["token_unassign"], ctx, Some(serial), None, op, |t| Some(t.serial.clone()))
+    }
+
+    /// Enables or disables a token.
+    pub fn set_active(&self, ctx: &AdminContext, serial: &str, active: bool) -> Result<Token> {
+        let event = if active { "token_enable" } else { "token_disable" };
+        let op = || self.enable(ctx, serial, active);
+        self.with_events(&[event], ctx, Some(serial), None, op, |t| Some(t.serial.clone()))
+    }
+
+    /// Deletes a token (`token delete`).
+    pub fn delete_token(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
+        let op = || self.delete(ctx, serial);
+        self.with_events(&["token_delete"], ctx, Some(serial), None, op, |t| Some(t.serial.clone()))
+    }
+
+    /// Changes PIN, description, realms, validity period or maxfail (`token
+    /// set`): fires token_setpin for a PIN, token_realm for realms and
+    /// token_set for the rest.
+    pub fn set_token(&self, ctx: &AdminContext, serial: &str, changes: &TokenChanges) -> Result<Token> {
+        let mut events = Vec::new();
+        if changes.pin.is_some() {
+            events.push("token_setpin");
+        }
+        if changes.realms.is_some() {
+            events.push("token_realm");
+        }
+        if changes.description.is_some()
+            || changes.validity_start.is_some()
+            || changes.validity_end.is_some()
+            || changes.max_fail.is_some()
+        {
+            events.push("token_set");
+        }
+        let op = || self.set(ctx, serial, changes);
+        self.with_events(&events, ctx, Some(serial), None, op, |t| Some(t.serial.clone()))
+    }
+
+    /// Resynchronises an hotp/totp token with two consecutive OTPs.
+    pub fn resync_token(&self, ctx: &AdminContext, serial: &str, otp1: &str, otp2: &str) -> Result<Token> {
+        let op = || self.resync(ctx, serial, otp1, otp2);
+        self.with_events(&["token_resync"], ctx, Some(serial), None, op, |t| Some(t.serial.clone()))
+    }
+
+    /// Sets the failcounter to 0 (`token reset`).
+    pub fn reset_failcounter(&self, ctx: &AdminContext, serial: &str) -> Result<Token> {
+        let op = || self.reset(ctx, serial);
+        self.with_events(&["token_reset"], ctx, Some(serial), None, op, |t| Some(t.serial.clone()))
+    }
+
+    /// `otpd token lost SERIAL` (see `lost`).
+    pub fn lost_token(&self, ctx: &AdminContext, serial: &str) -> Result<crate::lost::Replacement> {
+        let op = || self.replace_lost(ctx, serial);
+        self.with_events(&["token_lost"], ctx, Some(serial), None, op, |r| Some(r.token.serial.clone()))
+    }
+
+    /// Runs `op` between the pre and post handlers of `events`. The
+    /// request's user is `user`, else the owner of `serial`'s token. Post
+    /// handlers run only when the operation succeeded.
+    fn with_events<T>(
+        &self,
+        events: &[&'static str],
+        ctx: &AdminContext,
+        serial: Option<&str>,
+        user: Option<User>,
+        op: impl FnOnce() -> Result<T>,
+        result_serial: impl Fn(&T) -> Option<String>,
+    ) -> Result<T> {
+        let events: Vec<&'static str> = events.iter().copied().filter(|e| self.events.listens(e)).collect();
+        if events.is_empty() {
+            return op();
+        }
+        let user = user.or_else(|| serial.and_then(|s| self.token(s).ok()).and_then(|t| self.owner_user(&t)));
+        let mut requests: Vec<EventRequest> = events
+            .iter()
+            .map(|event| EventRequest {
+                event,
+                user: user.clone(),
+                client: ctx.client_ip(),
+                front: ctx.front,
+                serial: serial.map(str::to_owned),
+                result: None,
+            })
+            .collect();
+        for r in &requests {
+            self.fire(Position::Pre, r);
+        }
+        let done = op()?;
+        for r in &mut requests {
+            r.result = Some(EventResult {
+                value: true,
+                status: true,
+                authentication: "",
+                message: String::new(),
+                serial: result_serial(&done),
+            });
+            self.fire(Position::Post, r);
+        }
+        Ok(done)
     }
 }
 

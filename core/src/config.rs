@@ -344,10 +344,13 @@ impl Config {
         let mut policies = Vec::new();
         for p in raw.policies {
             let line = src.line(p.span().start);
+            // Policy and event errors name the entry's line, like those
+            // found later on its actions, conditions and options.
+            let entry = p.span();
             let p = p.into_inner();
             if !matches!(p.scope.get_ref().as_str(), "enrollment" | "authentication") {
                 return src.error(
-                    p.scope.span(),
+                    entry,
                     format!(
                         "policy '{}': scope '{}' is unknown (use enrollment or authentication)",
                         p.name,
@@ -372,11 +375,11 @@ impl Config {
         let mut events = Vec::new();
         for e in raw.events {
             let line = src.line(e.span().start);
+            let entry = e.span();
             let e = e.into_inner();
             if !matches!(e.position.get_ref().as_str(), "pre" | "post") {
-                let span = if e.position.span().is_empty() { 0..0 } else { e.position.span() };
                 return src.error(
-                    span,
+                    entry,
                     format!(
                         "event '{}': position '{}' is unknown (use pre or post)",
                         e.name,
@@ -386,7 +389,7 @@ impl Config {
             }
             if e.handler.get_ref() != "token" {
                 return src.error(
-                    e.handler.span(),
+                    entry.clone(),
                     format!("event '{}': handler '{}' is unknown (use token)", e.name, e.handler.get_ref()),
                 );
             }

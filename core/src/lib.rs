@@ -15,6 +15,7 @@ pub mod config;
 pub mod crypto;
 pub mod datetime;
 pub mod error;
+pub mod events;
 pub mod label;
 mod limits;
 pub mod lost;
@@ -41,6 +42,7 @@ pub use token::{Token, TokenType};
 pub use validate::{AuthRequest, Front, Outcome, TokenStatus};
 
 use crypto::SecretKey;
+use events::Events;
 use policy::Policies;
 use store::sqlite::{SqliteConfig, SqliteStore};
 
@@ -59,6 +61,7 @@ pub struct Otpd {
     key: SecretKey,
     realms: Realms,
     policies: Policies,
+    events: Events,
     clock: Arc<dyn Clock>,
 }
 
@@ -72,7 +75,16 @@ impl Otpd {
         let realms = Realms::open(&config)?;
         let source = config.source.clone().unwrap_or_else(|| "built-in defaults".into());
         let policies = Policies::from_config(&config.policies, &source)?;
-        Ok(Otpd { config, store: Box::new(store), key, realms, policies, clock: Arc::new(SystemClock) })
+        let events = Events::from_config(&config.events, &source, &realms)?;
+        Ok(Otpd {
+            config,
+            store: Box::new(store),
+            key,
+            realms,
+            policies,
+            events,
+            clock: Arc::new(SystemClock),
+        })
     }
 
     fn open_key(config: &Config, store: &SqliteStore) -> Result<SecretKey> {
@@ -121,6 +133,10 @@ impl Otpd {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     pub fn policies(&self) -> &Policies {

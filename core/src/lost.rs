@@ -27,8 +27,8 @@ pub struct Replacement {
 }
 
 impl Otpd {
-    /// `otpd token lost SERIAL`.
-    pub fn lost_token(&self, ctx: &AdminContext, serial: &str) -> Result<Replacement> {
+    /// The lost-token replacement (`Otpd::lost_token` wraps it in events).
+    pub(crate) fn replace_lost(&self, ctx: &AdminContext, serial: &str) -> Result<Replacement> {
         let lost = self.token(serial)?;
         let owner = self.owner_user(&lost).ok_or(Error::LostUnassigned)?;
         let q = query(Some(&owner), None, ctx);

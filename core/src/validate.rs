@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use crate::Otpd;
 use crate::crypto;
 use crate::error::{Error, Result};
+use crate::events::{EventRequest, EventResult, Position};
 use crate::policy::{ActionValue, PolicyQuery, Scope};
 use crate::realm::User;
 use crate::store::{AuditRecord, Challenge, StoreWrite, TokenFilter};
@@ -143,6 +144,38 @@ impl Otpd {
     /// Authenticates a user with PIN+OTP. `Err` only for faults (store,
     /// userstore, key); every "no" is an `Outcome::Reject` with its reason.
     pub fn authenticate(&self, req: &AuthRequest) -> Result<Outcome> {
+        if !self.events.listens("validate_check") {
+            return self.verdict(req);
+        }
+        let user = self.realms.resolve(&req.user, req.realm.as_deref(), req.fallback_realm.as_deref()).ok();
+        let mut event = EventRequest {
+            event: "validate_check",
+            user,
+            client: req.client,
+            front: req.front,
+            serial: None,
+            result: None,
+        };
+        self.fire(Position::Pre, &event);
+        let outcome = self.verdict(req)?;
+        event.result = Some(EventResult {
+            value: outcome.is_accept(),
+            status: true,
+            authentication: match &outcome {
+                Outcome::Accept { .. } => "ACCEPT",
+                Outcome::Reject { .. } => "REJECT",
+                Outcome::Challenge { .. } => "CHALLENGE",
+            },
+            message: outcome.message().to_owned(),
+            serial: outcome.serial().map(str::to_owned),
+        });
+        // otpd deviates: post handlers see the final outcome, autoassignment included.
+        self.fire(Position::Post, &event);
+        Ok(outcome)
+    }
+
+    /// The verdict on a request, without event handlers.
+    fn verdict(&self, req: &AuthRequest) -> Result<Outcome> {
         let now = self.clock.now();
         let mut audit = AuditRecord {
             time: now,

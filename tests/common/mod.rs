@@ -161,3 +161,44 @@ pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
+
+/// The PAM module beside the `otpd` binary, (re)built by cargo with the same
+/// profile so that it carries the current event code.
+pub fn pam_module() -> PathBuf {
+    let profile_dir = Path::new(otpd_bin()).parent().unwrap();
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["build", "--quiet", "-p", "pam_otpd", "--target-dir"]).arg(profile_dir.parent().unwrap());
+    match profile_dir.file_name().unwrap().to_str().unwrap() {
+        "debug" => {}
+        "release" => {
+            cargo.arg("--release");
+        }
+        other => {
+            cargo.args(["--profile", other]);
+        }
+    }
+    let status = cargo.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cannot run cargo");
+    assert!(status.success(), "cargo build -p pam_otpd failed");
+    profile_dir.join("libpam_otpd.so")
+}
+
+/// The audit table, one line a row (`actor|action|serial|user|success|message`).
+pub fn audit_lines(env: &Env) -> Vec<String> {
+    let db = env.db();
+    let mut stmt =
+        db.prepare("SELECT actor, action, serial, user, success, message FROM audit ORDER BY id").unwrap();
+    stmt.query_map([], |r| {
+        Ok(format!(
+            "{}|{}|{:?}|{:?}|{}|{}",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, String>(5)?
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}

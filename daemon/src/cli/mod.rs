@@ -23,6 +23,7 @@ pub(crate) fn write_line(line: std::fmt::Arguments<'_>) {
 }
 
 mod check;
+mod event;
 mod output;
 mod policy;
 mod token;
@@ -63,6 +64,9 @@ enum Command {
     /// Show the policies and what applies to a request.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Show the event handlers and test what they would do.
+    #[command(subcommand)]
+    Event(event::EventCommand),
 }
 
 /// An error of the CLI itself (bad argument) or of the core.
@@ -88,6 +92,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Command::Check(c) => check::run(&open(args.config)?, c, args.json),
         Command::Token(t) => token::run(&open(args.config)?, &admin_context(), t, args.json),
         Command::Policy(p) => policy::run(&open(args.config)?, p, args.json),
+        Command::Event(e) => event::run(&open(args.config)?, e, args.json),
     }
 }
 
