@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 /// RFC 3339 to the second (the store keeps seconds).
 fn time(t: Option<Timestamp>) -> Value {
-    t.and_then(|t| Timestamp::from_second(t.as_second()).ok()).map_or(Value::Null, |t| Value::String(t.to_string()))
+    t.and_then(|t| Timestamp::from_second(t.as_second()).ok())
+        .map_or(Value::Null, |t| Value::String(t.to_string()))
 }
 
 pub fn token_json(t: &Token) -> Value {
