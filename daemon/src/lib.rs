@@ -3,5 +3,6 @@
 //! generator share one codec and one listener; the admin CLI lives in the
 //! binary (`main.rs`).
 
+pub mod load;
 pub mod logging;
 pub mod radius;

@@ -167,15 +167,18 @@ pub fn mode(path: &Path) -> u32 {
 pub fn pam_module() -> PathBuf {
     let profile_dir = Path::new(otpd_bin()).parent().unwrap();
     let module = profile_dir.join("libpam_otpd.so");
-    // `cargo test --workspace` (the README's command) builds it. Building it
-    // here when it exists would recompile the core with other features and
-    // cost a minute; after changing the module alone, run
-    // `cargo build -p pam_otpd` or the whole suite.
+    // After changing the module alone, run `cargo build -p pam_otpd` or the
+    // whole suite: an existing module is used as it is.
     if module.exists() {
         return module;
     }
     let mut cargo = Command::new(env!("CARGO"));
-    cargo.args(["build", "--quiet", "-p", "pam_otpd", "--target-dir"]).arg(profile_dir.parent().unwrap());
+    // The same selection as `cargo test --workspace` (dev-dependencies
+    // included), so that cargo reuses what the test run compiled instead of
+    // rebuilding the dependencies with other features.
+    cargo
+        .args(["build", "--quiet", "--workspace", "--lib", "--tests", "--target-dir"])
+        .arg(profile_dir.parent().unwrap());
     match profile_dir.file_name().unwrap().to_str().unwrap() {
         "debug" => {}
         "release" => {

@@ -40,6 +40,10 @@ pub struct SqliteStore {
     config: SqliteConfig,
     display: String,
     pool: Mutex<Vec<Connection>>,
+    /// Serialises this process's writers: threads queue here instead of in
+    /// SQLite's busy handler, which polls with sleeps of up to 100 ms.
+    /// Other processes still meet the busy timeout.
+    writer: Mutex<()>,
 }
 
 /// Columns of `tokens` in the order `token_from_row` reads them.
@@ -82,7 +86,7 @@ impl SqliteStore {
         if found < migrations::latest() {
             migrate(&conn, &display)?;
         }
-        Ok(SqliteStore { config, display, pool: Mutex::new(vec![conn]) })
+        Ok(SqliteStore { config, display, pool: Mutex::new(vec![conn]), writer: Mutex::new(()) })
     }
 
     fn connect(config: &SqliteConfig, display: &str) -> Result<Connection, StoreError> {
@@ -103,10 +107,11 @@ impl SqliteStore {
         Ok(Pooled { store: self, conn: Some(conn) })
     }
 
-    fn begin(&self, sql: &str) -> Result<SqliteTx<'_>, StoreError> {
+    fn begin(&self, sql: &str, write: bool) -> Result<SqliteTx<'_>, StoreError> {
+        let writer = write.then(|| self.writer.lock().unwrap_or_else(|p| p.into_inner()));
         let pooled = self.take()?;
         pooled.conn().execute_batch(sql).map_err(|e| self.err(e))?;
-        Ok(SqliteTx { pooled, open: true })
+        Ok(SqliteTx { pooled, open: true, _writer: writer })
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
@@ -173,6 +178,9 @@ impl Drop for Pooled<'_> {
 struct SqliteTx<'a> {
     pooled: Pooled<'a>,
     open: bool,
+    /// Held for the whole write transaction (see `SqliteStore::writer`);
+    /// released last, after `Drop` has ended the transaction.
+    _writer: Option<std::sync::MutexGuard<'a, ()>>,
 }
 
 impl Drop for SqliteTx<'_> {
@@ -637,11 +645,11 @@ impl StoreWrite for SqliteTx<'_> {
 
 impl TokenStore for SqliteStore {
     fn read(&self) -> Result<Box<dyn StoreRead + '_>, StoreError> {
-        Ok(Box::new(self.begin("BEGIN DEFERRED")?))
+        Ok(Box::new(self.begin("BEGIN DEFERRED", false)?))
     }
 
     fn write(&self) -> Result<Box<dyn StoreWrite + '_>, StoreError> {
-        Ok(Box::new(self.begin("BEGIN IMMEDIATE")?))
+        Ok(Box::new(self.begin("BEGIN IMMEDIATE", true)?))
     }
 }
 
