@@ -6,3 +6,4 @@
 pub mod load;
 pub mod logging;
 pub mod radius;
+pub mod usage;

@@ -8,12 +8,12 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use clap::error::ErrorKind;
+use otpd_daemon::usage::usage_error;
 
 fn main() -> ExitCode {
     let args = match cli::Args::try_parse() {
         Ok(args) => args,
-        Err(e) => return usage_error(e),
+        Err(e) => return usage_error("otpd", e),
     };
     match cli::run(args) {
         Ok(code) => code,
@@ -22,29 +22,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Help and version go out as clap writes them; a usage error becomes one
-/// line on stderr (clap's message and its list of possible values, without
-/// the usage block) and exit status 2, like every other error.
-fn usage_error(e: clap::Error) -> ExitCode {
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        let _ = e.print();
-        return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
-    }
-    let text = e.render().to_string();
-    let line = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .map(|l| l.trim_start_matches("error: "))
-        .collect::<Vec<_>>()
-        .join(" ");
-    eprintln!("otpd: {line}");
-    ExitCode::from(2)
 }

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::error::ErrorKind;
 use clap::{ArgGroup, Parser};
 use otpd_daemon::load::engine::{self, Limit, Settings};
 use otpd_daemon::load::source::{Passwords, Source, Users};
 use otpd_daemon::load::stats::{Latency, Summary, clock_ticks, process_cpu};
 use otpd_daemon::load::{parse_duration, parse_hex};
+use otpd_daemon::usage::usage_error;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,7 +97,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(e) => return usage_error(e),
+        Err(e) => return usage_error("otpd-load", e),
     };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,29 +106,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Help and version as clap writes them; any other clap error becomes one line.
-fn usage_error(e: clap::Error) -> ExitCode {
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        let _ = e.print();
-        return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
-    }
-    let text = e.render().to_string();
-    let line = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .map(|l| l.trim_start_matches("error: "))
-        .collect::<Vec<_>>()
-        .join(" ");
-    eprintln!("otpd-load: {line}");
-    ExitCode::from(2)
 }
 
 fn read(path: &Path) -> Result<String, String> {
