@@ -23,15 +23,6 @@ use common::*;
 /// How long one pamtester run may take before the test calls it hung.
 const PAM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The authentication policy that turns on HOTP challenge-response.
-const CHALLENGE_POLICY: &str = r#"
-[[policies]]
-name = "cr"
-scope = "authentication"
-[policies.actions]
-challenge_response = "hotp"
-"#;
-
 // ---------------------------------------------------------------------------
 // Fixtures
 

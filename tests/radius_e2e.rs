@@ -34,15 +34,6 @@ fn localhost() -> String {
     client("localhost", "127.0.0.1/32", SECRET, "")
 }
 
-/// The authentication policy that turns on HOTP challenge-response.
-const CHALLENGE_POLICY: &str = r#"
-[[policies]]
-name = "cr"
-scope = "authentication"
-[policies.actions]
-challenge_response = "hotp"
-"#;
-
 /// Rewrites `env.config`: `base` (Env's realms and resolvers) followed by a
 /// `[radius]` table listening on `listen`, the `clients` and `extra`.
 fn write_config(env: &Env, base: &str, listen: &[String], clients: &[String], extra: &str) {

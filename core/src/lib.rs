@@ -131,10 +131,6 @@ impl Otpd {
         self
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     pub fn events(&self) -> &Events {
         &self.events
     }

@@ -90,10 +90,6 @@ impl Realms {
         self.realm(name).map(|r| r.name.clone()).ok_or_else(|| Error::UnknownRealm(name.to_owned()))
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.realms.iter().map(|r| r.name.as_str())
-    }
-
     /// Splits `login@realm` at the last `@`, or `realm\login` at the first
     /// backslash, but only when the realm part names a configured realm;
     /// otherwise the whole input is the login.

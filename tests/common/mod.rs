@@ -13,6 +13,15 @@ pub const RFC_KEY: &str = "3132333435363738393031323334353637383930";
 pub const RFC_KEY_SHA256: &str = "3132333435363738393031323334353637383930313233343536373839303132";
 pub const RFC_KEY_SHA512: &str = "31323334353637383930313233343536373839303132333435363738393031323334353637383930313233343536373839303132333435363738393031323334";
 
+/// The authentication policy that turns on HOTP challenge-response.
+pub const CHALLENGE_POLICY: &str = r#"
+[[policies]]
+name = "cr"
+scope = "authentication"
+[policies.actions]
+challenge_response = "hotp"
+"#;
+
 pub fn otpd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_otpd")
 }

@@ -152,6 +152,15 @@ impl Events {
                 .map(|(k, v)| Condition::parse(k, v).map_err(&err))
                 .collect::<Result<Vec<_>, _>>()?;
             let action = EventAction::parse(&c.action, &c.options, realms).map_err(&err)?;
+            if !c.events.iter().any(|e| FIRED.contains(&e.as_str())) {
+                tracing::warn!(
+                    "{} line {}: event '{}' is bound only to events otpd never fires ({})",
+                    path.display(),
+                    c.line,
+                    c.name,
+                    c.events.join(", ")
+                );
+            }
             if !c.active {
                 continue;
             }

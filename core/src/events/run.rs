@@ -23,6 +23,8 @@ pub struct DryRun {
     pub fires: bool,
     /// The tokens the action would act on.
     pub targets: Vec<String>,
+    /// Targets that name no token (the real run would log a failure).
+    pub missing: Vec<String>,
     pub action: String,
 }
 
@@ -78,10 +80,18 @@ impl Otpd {
     fn evaluate(&self, def: &EventDef, request: &EventRequest) -> Result<DryRun> {
         let user_tokens = self.request_user_tokens(request)?;
         let targets = self.event_targets(request, user_tokens.as_deref().unwrap_or(&[]));
-        let token = match targets.as_slice() {
-            [one] => self.store.read()?.token(one)?,
-            _ => None,
-        };
+        let read = self.store.read()?;
+        let mut missing = Vec::new();
+        let mut token = None;
+        for serial in &targets {
+            match read.token(serial)? {
+                None => missing.push(serial.clone()),
+                // Conditions look at a token only when there is exactly one.
+                Some(t) if targets.len() == 1 => token = Some(t),
+                Some(_) => {}
+            }
+        }
+        drop(read);
         let input = ConditionInput {
             request,
             token: token.as_ref(),
@@ -91,7 +101,14 @@ impl Otpd {
         let conditions: Vec<(String, bool)> =
             def.conditions.iter().map(|c| (c.name().to_owned(), c.holds(&input))).collect();
         let fires = conditions.iter().all(|(_, ok)| *ok);
-        Ok(DryRun { entry: def.name.clone(), conditions, fires, targets, action: def.action.describe() })
+        Ok(DryRun {
+            entry: def.name.clone(),
+            conditions,
+            fires,
+            targets,
+            missing,
+            action: def.action.describe(),
+        })
     }
 
     fn run_entry(&self, def: &EventDef, request: &EventRequest) -> Result<()> {

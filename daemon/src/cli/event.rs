@@ -93,6 +93,7 @@ pub fn run(otpd: &Otpd, cmd: EventCommand, json: bool) -> Result<ExitCode, CliEr
                             "fires": r.fires,
                             "conditions": r.conditions.iter().map(|(c, ok)| json!({"condition": c, "holds": ok})).collect::<Vec<_>>(),
                             "targets": r.targets,
+                            "missing": r.missing,
                             "action": r.action,
                         })
                     })
