@@ -109,8 +109,11 @@ pub fn run(otpd: &Otpd, cmd: EventCommand, json: bool) -> Result<ExitCode, CliEr
                 for (c, ok) in &r.conditions {
                     outln!("  condition {c}: {}", if *ok { "holds" } else { "fails" });
                 }
-                let targets =
-                    if r.targets.is_empty() { "no token".to_string() } else { r.targets.join(", ") };
+                let targets = if r.targets.is_empty() {
+                    "no token".to_string()
+                } else {
+                    shown_targets(&r.targets, &r.missing)
+                };
                 outln!("  would {} (tokens: {targets})", r.action);
             }
             Ok(ExitCode::SUCCESS)
@@ -155,4 +158,13 @@ fn list(otpd: &Otpd, json: bool) -> Result<ExitCode, CliError> {
         outln!("  {}", d.action.describe());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The targets, each serial that names no token marked.
+fn shown_targets(targets: &[String], missing: &[String]) -> String {
+    targets
+        .iter()
+        .map(|t| if missing.contains(t) { format!("{t} (does not exist)") } else { t.clone() })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
