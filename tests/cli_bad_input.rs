@@ -178,3 +178,55 @@ fn builtin_defaults_work_in_an_empty_directory() {
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn import_mistakes_name_file_and_line_and_change_nothing() {
+    let env = Env::new();
+    env.init_hotp("H1", "alice", "1234");
+    let before = snapshot(&env);
+    let file = env.path("seeds.csv");
+    let path = file.to_str().unwrap();
+    let good = format!("N1,{RFC_KEY},hotp\n");
+    let cases: &[(Vec<u8>, &str)] = &[
+        (
+            format!("{good}H1,{RFC_KEY},hotp\n").into_bytes(),
+            "seeds.csv line 2: a token with serial 'H1' already exists",
+        ),
+        (
+            format!("{good}N2,{RFC_KEY},hotp,,,mallory\n").into_bytes(),
+            "seeds.csv line 2: user 'mallory' does not exist in realm 'corp'",
+        ),
+        (
+            format!("{good}N2,{RFC_KEY},hotp,,,alice,atlantis\n").into_bytes(),
+            "seeds.csv line 2: realm 'atlantis' does not exist",
+        ),
+        (format!("{good}{good}").into_bytes(), "seeds.csv line 2: serial 'N1' is already on line 1"),
+        (format!("{good}N2,{RFC_KEY},pw\n").into_bytes(), "seeds.csv line 2: pw tokens cannot be imported"),
+        (
+            format!("{good}N2,{RFC_KEY},hotp,6,30\n").into_bytes(),
+            "seeds.csv line 2: a timestep applies only to totp",
+        ),
+        (
+            format!("{good}N2,{RFC_KEY},totp,7\n").into_bytes(),
+            "seeds.csv line 2: digits must be 6 or 8, not '7'",
+        ),
+        (
+            format!("{good}N2 {RFC_KEY} hotp\n").into_bytes(),
+            "seeds.csv line 2: 1 field(s), but serial, key and type are required",
+        ),
+        ([good.as_bytes(), b"N2,\xff,hotp\n"].concat(), "seeds.csv line 2: the line is not UTF-8 text"),
+        (
+            format!("{good}N2,{RFC_KEY},hotp,,,{}\n", "u".repeat(5000)).into_bytes(),
+            "seeds.csv line 2: the line is longer than 4096 bytes",
+        ),
+        (b"# only a comment\n\n".to_vec(), "seeds.csv holds no tokens"),
+    ];
+    for (content, message) in cases {
+        std::fs::write(&file, content).unwrap();
+        let err = env.fails(&["token", "import", path]);
+        assert!(err.starts_with("otpd: ") && err.contains(message), "{message}: {err}");
+    }
+    let err = env.fails(&["token", "import", env.dir.path().to_str().unwrap()]);
+    assert!(err.contains("is a directory"), "{err}");
+    assert_eq!(snapshot(&env), before, "no refused import changed the store");
+}

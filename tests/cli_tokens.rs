@@ -296,3 +296,71 @@ fn check_challenge_exit_3_and_answer_with_state() {
     let out = env.run(&["check", "alice", &oath_hotp(RFC_KEY, 1, 6), "--state", &state]);
     assert_eq!(out.status.code(), Some(1), "a challenge is answered once");
 }
+
+#[test]
+fn import_seed_file_then_log_in_with_oathtool_codes() {
+    let env = Env::new();
+    let file = env.path("seeds.csv");
+    // CRLF, a comment, defaults for the hotp line, every field for the totp.
+    std::fs::write(
+        &file,
+        format!(
+            "# serial, key, type, digits, timestep, user, realm, hash\r\n\
+             IMP-H1, {RFC_KEY}, hotp, , , alice\r\n\
+             IMP-T1,{RFC_KEY_SHA256},TOTP,8,60,bob,sales,sha256\r\n\
+             IMP-P1,{RFC_KEY},hotp\r\n"
+        ),
+    )
+    .unwrap();
+    let out = env.ok(&["token", "import", file.to_str().unwrap()]);
+    assert_eq!(out, "imported 3 tokens\n");
+    assert!(!out.contains(RFC_KEY));
+
+    // No PIN: the OTP alone logs in.
+    assert_eq!(env.check("alice", &oath_hotp(RFC_KEY, 0, 6)), (0, "matching 1 tokens".into()));
+    let code = oath_totp(RFC_KEY_SHA256, now(), 8, "sha256", 60);
+    assert_eq!(env.check("bob@sales", &code), (0, "matching 1 tokens".into()));
+
+    let t = env.json(&["token", "show", "IMP-T1"]);
+    assert_eq!(
+        (t["type"].as_str(), t["user"].as_str(), t["realm"].as_str()),
+        (Some("totp"), Some("bob"), Some("sales"))
+    );
+    assert_eq!(
+        (t["digits"].as_u64(), t["timestep"].as_u64(), t["hashlib"].as_str()),
+        (Some(8), Some(60), Some("sha256"))
+    );
+    assert_eq!((t["pin_set"].as_bool(), t["maxfail"].as_u64()), (Some(false), Some(10)));
+    let p = env.json(&["token", "show", "IMP-P1"]);
+    assert!(p["user"].is_null() && p["realms"].as_array().unwrap().is_empty(), "{p}");
+
+    // One audit record for the import, without serial or secret.
+    let rows = audit_lines(&env);
+    let load: Vec<_> = rows.iter().filter(|r| r.contains("|token_load|")).collect();
+    assert_eq!(load.len(), 1, "{rows:?}");
+    assert!(load[0].ends_with("|token_load|None|None|1|imported 3 tokens"), "{}", load[0]);
+
+    // --json: the count and the first and last serial.
+    std::fs::write(&file, format!("J1,{RFC_KEY},hotp\nJ2,{RFC_KEY},totp\n")).unwrap();
+    let doc = env.json(&["token", "import", file.to_str().unwrap()]);
+    assert_eq!(doc, serde_json::json!({ "imported": 2, "first": "J1", "last": "J2" }));
+}
+
+#[test]
+fn import_refuses_a_missing_file_and_a_bad_line_importing_nothing() {
+    let env = Env::new();
+    let err = env.fails(&["token", "import", env.path("nope.csv").to_str().unwrap()]);
+    assert!(err.starts_with("otpd: cannot read ") && err.contains("nope.csv"), "{err}");
+
+    let file = env.path("bad.csv");
+    std::fs::write(
+        &file,
+        format!("B1,{RFC_KEY},hotp,,,alice\nB2,{RFC_KEY},totp\nB3,31323334zz,hotp\nB4,{RFC_KEY},hotp\n"),
+    )
+    .unwrap();
+    let err = env.fails(&["token", "import", file.to_str().unwrap()]);
+    assert!(err.contains("bad.csv line 3: the OTP key is invalid"), "{err}");
+    assert!(!err.contains("31323334zz"), "the key stays out of the message: {err}");
+    assert_eq!(env.json(&["token", "list"]), serde_json::json!([]), "nothing was imported");
+    assert!(!audit_lines(&env).iter().any(|r| r.contains("token_load")));
+}

@@ -73,6 +73,31 @@ fn hotp_accepts_and_wrong_codes_reject() {
 }
 
 #[test]
+fn totp_window_logs_each_user_in_once_per_step_of_the_window() {
+    let (env, server) = setup();
+    for (serial, user) in [("T1", "alice"), ("T2", "bob")] {
+        env.ok(&["token", "unassign", &format!("H{}", &serial[1..])]);
+        env.ok(&["token", "init", "--type", "totp", "--serial", serial, "--otpkey", RFC_KEY, "--user", user]);
+    }
+    // Window 2: steps now-2 ..= now+2 for each user, 5 logins each (10 if a step begins
+    // during the run), all inside otpd's window of 6 steps back and 5 ahead.
+    let run = load(&env, &server, &["--totp-key", RFC_KEY, "--totp-window", "2", "--requests", "10"]);
+    assert_eq!(run["accept"], 10, "{run}");
+    assert_eq!(run["reject"], 0, "{run}");
+    assert_eq!(run["timeout"], 0, "{run}");
+}
+
+#[test]
+fn rate_paces_the_requests() {
+    let (env, server) = setup();
+    // 40 requests at 100/s: request 39 is due 0.39 s after the start.
+    let run = load(&env, &server, &["--password-fixed", "000000", "--requests", "40", "--rate", "100"]);
+    assert_eq!(run["reject"], 40, "{run}");
+    let elapsed = run["elapsed_s"].as_f64().unwrap();
+    assert!(elapsed >= 0.39, "{run}");
+}
+
+#[test]
 fn bad_flags_are_one_line_and_exit_2() {
     for args in [
         &["--server", "127.0.0.1:1812", "--secret", "s", "--user-pattern", "u", "--password-fixed", "x"][..],
@@ -104,6 +129,30 @@ fn bad_flags_are_one_line_and_exit_2() {
             "x",
             "--duration",
             "soon",
+        ],
+        &[
+            "--server",
+            "127.0.0.1:1812",
+            "--secret",
+            "s",
+            "--user-pattern",
+            "u{n}",
+            "--password-fixed",
+            "x",
+            "--rate",
+            "0",
+        ],
+        &[
+            "--server",
+            "127.0.0.1:1812",
+            "--secret",
+            "s",
+            "--user-pattern",
+            "u{n}",
+            "--password-fixed",
+            "x",
+            "--totp-window",
+            "1",
         ],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_otpd-load")).args(args).output().unwrap();

@@ -137,6 +137,64 @@ pub fn validate_serial(serial: &str) -> Result<()> {
     Ok(())
 }
 
+/// A new token: what enrollment (`token init`, `token import`) chooses;
+/// everything else starts at the defaults of every new token (counter 0,
+/// the count, sync and time windows, maxfail, active, no validity period).
+pub(crate) struct NewToken {
+    pub serial: String,
+    pub token_type: TokenType,
+    /// The secret, already sealed under `Token::secret_context(serial)`.
+    pub secret: Vec<u8>,
+    pub otplen: u32,
+    pub hash: HashAlgorithm,
+    pub timestep: u32,
+    pub description: String,
+    pub pin: StoredPin,
+    pub owner: Option<Owner>,
+    pub realms: Vec<String>,
+    /// Creation time, and assignment time when owned.
+    pub created: Timestamp,
+}
+
+impl NewToken {
+    pub(crate) fn build(self) -> Token {
+        Token {
+            id: 0,
+            serial: self.serial,
+            token_type: self.token_type,
+            secret: self.secret,
+            otplen: self.otplen,
+            hash: self.hash,
+            timestep: self.timestep,
+            time_window: DEFAULT_TIME_WINDOW,
+            time_shift: 0.0,
+            count: 0,
+            count_window: DEFAULT_COUNT_WINDOW,
+            sync_window: DEFAULT_SYNC_WINDOW,
+            maxfail: DEFAULT_MAXFAIL,
+            failcount: 0,
+            failcounter_exceeded: None,
+            active: true,
+            revoked: false,
+            description: self.description,
+            pin: self.pin,
+            assigned: self.owner.as_ref().map(|_| self.created),
+            owner: self.owner,
+            realms: self.realms,
+            validity_start: None,
+            validity_end: None,
+            count_auth: 0,
+            count_auth_success: 0,
+            created: self.created,
+        }
+    }
+}
+
+/// The owner record of a token owned by `user`.
+pub(crate) fn owner_of(user: &User) -> Owner {
+    Owner { login: user.login.clone(), realm: user.realm.clone(), resolver: user.resolver.clone() }
+}
+
 fn truncate_description(d: &str) -> String {
     d.chars().take(token::MAX_DESCRIPTION).collect()
 }
@@ -146,7 +204,7 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 impl AdminContext {
-    fn client_ip(&self) -> Option<std::net::IpAddr> {
+    pub(crate) fn client_ip(&self) -> Option<std::net::IpAddr> {
         self.client.as_deref().and_then(|c| c.parse().ok())
     }
 }
@@ -176,7 +234,7 @@ impl Otpd {
         if !pin.is_empty() && self.policies.flag(Scope::Enrollment, "otp_pin_encrypt", q).is_some() {
             return Ok(StoredPin::Encrypted(self.key.seal(token::PIN_CONTEXT, pin.as_bytes())?));
         }
-        Ok(StoredPin::hashed(pin)?)
+        Ok(StoredPin::hashed(pin, &self.config.pin_hash)?)
     }
 
     /// The owner of `token` as a user, for policy queries.
@@ -299,11 +357,7 @@ impl Otpd {
         // Owner and realms are checked before anything is written.
         let user =
             spec.user.as_deref().map(|u| self.realms.resolve(u, spec.realm.as_deref(), None)).transpose()?;
-        let owner = user.as_ref().map(|u| Owner {
-            login: u.login.clone(),
-            realm: u.realm.clone(),
-            resolver: u.resolver.clone(),
-        });
+        let owner = user.as_ref().map(owner_of);
         let realms = match (&user, &spec.realm) {
             (Some(u), _) => vec![u.realm.clone()],
             (None, Some(r)) => vec![self.realms.canonical(r)?],
@@ -402,35 +456,20 @@ impl Otpd {
         } else {
             self.key.seal(&Token::secret_context(&serial), &secret)?
         };
-        let mut token = Token {
-            id: 0,
+        let mut token = NewToken {
             serial,
             token_type: t,
             secret: sealed,
             otplen,
             hash,
             timestep: spec.timestep.unwrap_or(DEFAULT_TIMESTEP),
-            time_window: DEFAULT_TIME_WINDOW,
-            time_shift: 0.0,
-            count: 0,
-            count_window: DEFAULT_COUNT_WINDOW,
-            sync_window: DEFAULT_SYNC_WINDOW,
-            maxfail: DEFAULT_MAXFAIL,
-            failcount: 0,
-            failcounter_exceeded: None,
-            active: true,
-            revoked: false,
             description: truncate_description(spec.description.as_deref().unwrap_or("")),
             pin,
-            assigned: owner.as_ref().map(|_| now),
             owner,
             realms,
-            validity_start: None,
-            validity_end: None,
-            count_auth: 0,
-            count_auth_success: 0,
             created: now,
-        };
+        }
+        .build();
         token.id = tx.insert_token(&token)?;
         tx.append_audit(&self.audit_record(ctx, "token_init", &token, format!("enrolled {t} token")))?;
         tx.commit()?;
@@ -502,11 +541,7 @@ impl Otpd {
                 token.realms.push(user.realm.clone());
                 token.realms.sort();
             }
-            token.owner = Some(Owner {
-                login: user.login.clone(),
-                realm: user.realm.clone(),
-                resolver: user.resolver.clone(),
-            });
+            token.owner = Some(owner_of(&user));
             token.assigned = Some(now);
             token.failcount = 0;
             token.failcounter_exceeded = None;
@@ -757,7 +792,7 @@ impl Otpd {
     /// Runs `op` between the pre and post handlers of `events`. The
     /// request's user is `user`, else the owner of `serial`'s token. Post
     /// handlers run only when the operation succeeded.
-    fn with_events<T>(
+    pub(crate) fn with_events<T>(
         &self,
         events: &[&'static str],
         ctx: &AdminContext,

@@ -74,7 +74,7 @@ impl Otpd {
                 }));
             }
         };
-        let pin = StoredPin::hashed(&pin)?;
+        let pin = StoredPin::hashed(&pin, &self.config.pin_hash)?;
         let mut tx = self.store.write()?;
         // privacyIDEA checks the user's limits with the request's token type
         // (hotp unless given), not the candidate's.

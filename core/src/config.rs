@@ -39,11 +39,66 @@ pub struct Config {
     pub prepend_pin: bool,
     /// Lifetime of a challenge (challenge-response), in seconds.
     pub challenge_validity_time: u32,
+    /// What an acknowledged commit survives.
+    pub durability: Durability,
+    /// Argon2id parameters for new PIN hashes.
+    pub pin_hash: PinHashParams,
     pub radius: RadiusConfig,
     pub realms: Vec<RealmConfig>,
     pub resolvers: Vec<ResolverConfig>,
     pub policies: Vec<PolicyConfig>,
     pub events: Vec<EventConfig>,
+}
+
+/// What an acknowledged commit (a consumed OTP, a new token) survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is fsync'd before it is acknowledged: it survives a
+    /// power loss or a crash of the machine (the default).
+    PowerLoss,
+    /// Commits reach the operating system but are not fsync'd: they survive
+    /// a crash of otpd, but the last commits before a power loss or kernel
+    /// crash may be lost, and with them the record that an OTP was used.
+    ProcessCrash,
+}
+
+impl Durability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::PowerLoss => "power-loss",
+            Durability::ProcessCrash => "process-crash",
+        }
+    }
+}
+
+/// Argon2id cost of PIN hashes (`[pin_hash]`). New hashes use these; a
+/// stored hash keeps the parameters it was made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinHashParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for PinHashParams {
+    /// OWASP's recommendation: 19 MiB, 2 passes, 1 lane.
+    fn default() -> Self {
+        PinHashParams { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+    }
+}
+
+impl PinHashParams {
+    /// OWASP's minimum memory for a number of passes (its table of
+    /// equivalent settings: 46 MiB with 1 pass down to 7 MiB with 5).
+    pub fn minimum_memory_kib(iterations: u32) -> u32 {
+        match iterations {
+            0 | 1 => 46 * 1024,
+            2 => 19 * 1024,
+            3 => 12 * 1024,
+            4 => 9 * 1024,
+            _ => 7 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +177,8 @@ struct RawConfig {
     key_file: Option<String>,
     prepend_pin: Option<bool>,
     challenge_validity_time: Option<Spanned<i64>>,
+    durability: Option<Spanned<String>>,
+    pin_hash: Option<Spanned<RawPinHash>>,
     radius: Option<RawRadius>,
     #[serde(default)]
     realms: Vec<Spanned<RawRealm>>,
@@ -131,6 +188,14 @@ struct RawConfig {
     policies: Vec<Spanned<RawPolicy>>,
     #[serde(default)]
     events: Vec<Spanned<RawEvent>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPinHash {
+    memory_kib: Option<u32>,
+    iterations: Option<u32>,
+    parallelism: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -257,6 +322,8 @@ impl Config {
             key_file: PathBuf::from("otpd.key"),
             prepend_pin: true,
             challenge_validity_time: DEFAULT_CHALLENGE_VALIDITY,
+            durability: Durability::PowerLoss,
+            pin_hash: PinHashParams::default(),
             radius: RadiusConfig {
                 listen: vec![SocketAddr::from(([127, 0, 0, 1], 1812))],
                 clients: vec![RadiusClientConfig {
@@ -420,18 +487,67 @@ impl Config {
             },
         };
 
+        let durability = match &raw.durability {
+            None => Durability::PowerLoss,
+            Some(d) => match d.get_ref().as_str() {
+                "power-loss" => Durability::PowerLoss,
+                "process-crash" => Durability::ProcessCrash,
+                other => {
+                    return src.error(
+                        d.span(),
+                        format!("durability: '{other}' is unknown (use power-loss or process-crash)"),
+                    );
+                }
+            },
+        };
+        let pin_hash = match &raw.pin_hash {
+            None => PinHashParams::default(),
+            Some(p) => Self::pin_hash(&src, p)?,
+        };
+
         Ok(Config {
             source: Some(path.to_owned()),
             database: raw.database.as_deref().map_or_else(|| rel("otpd.db"), &rel),
             key_file: raw.key_file.as_deref().map_or_else(|| rel("otpd.key"), &rel),
             prepend_pin: raw.prepend_pin.unwrap_or(true),
             challenge_validity_time,
+            durability,
+            pin_hash,
             radius,
             realms,
             resolvers,
             policies,
             events,
         })
+    }
+
+    /// `[pin_hash]`: no weaker than OWASP's minimum for Argon2id.
+    fn pin_hash(src: &Source<'_>, raw: &Spanned<RawPinHash>) -> Result<PinHashParams, ConfigError> {
+        let defaults = PinHashParams::default();
+        let r = raw.get_ref();
+        let p = PinHashParams {
+            memory_kib: r.memory_kib.unwrap_or(defaults.memory_kib),
+            iterations: r.iterations.unwrap_or(defaults.iterations),
+            parallelism: r.parallelism.unwrap_or(defaults.parallelism),
+        };
+        let minimum = PinHashParams::minimum_memory_kib(p.iterations);
+        if p.iterations == 0 || p.iterations > 64 {
+            return src.error(raw.span(), format!("pin_hash: iterations {} is not 1 to 64", p.iterations));
+        }
+        if p.parallelism == 0 || p.parallelism > 64 {
+            return src.error(raw.span(), format!("pin_hash: parallelism {} is not 1 to 64", p.parallelism));
+        }
+        if p.memory_kib < minimum || p.memory_kib > 4 * 1024 * 1024 {
+            return src.error(
+                raw.span(),
+                format!(
+                    "pin_hash: memory_kib {} is below OWASP's minimum of {minimum} KiB for {} iterations \
+                     (or above 4 GiB)",
+                    p.memory_kib, p.iterations
+                ),
+            );
+        }
+        Ok(p)
     }
 
     fn resolvers(
@@ -742,6 +858,30 @@ options = { realm = "sales" }
         assert_eq!(parse("challenge_validity_time = 30\n").unwrap().challenge_validity_time, 30);
         let e = err("challenge_validity_time = 0\n");
         assert!(e.contains("line 1") && e.contains("challenge_validity_time"), "{e}");
+    }
+
+    #[test]
+    fn durability_setting() {
+        assert_eq!(parse("").unwrap().durability, Durability::PowerLoss);
+        let c = parse("durability = \"process-crash\"\n").unwrap();
+        assert_eq!(c.durability, Durability::ProcessCrash);
+        let e = err("\ndurability = \"fast\"\n");
+        assert!(e.contains("line 2") && e.contains("durability: 'fast' is unknown"), "{e}");
+    }
+
+    #[test]
+    fn pin_hash_parameters_no_weaker_than_owasp() {
+        assert_eq!(parse("").unwrap().pin_hash, PinHashParams::default());
+        let c = parse("[pin_hash]\nmemory_kib = 65536\niterations = 3\n").unwrap();
+        assert_eq!(c.pin_hash, PinHashParams { memory_kib: 65536, iterations: 3, parallelism: 1 });
+        let c = parse("[pin_hash]\nmemory_kib = 7168\niterations = 5\n").unwrap();
+        assert_eq!(c.pin_hash.memory_kib, 7168);
+        let e = err("[pin_hash]\nmemory_kib = 8192\n");
+        assert!(e.contains("below OWASP's minimum of 19456 KiB for 2 iterations"), "{e}");
+        let e = err("[pin_hash]\niterations = 0\n");
+        assert!(e.contains("iterations 0 is not 1 to 64"), "{e}");
+        let e = err("[pin_hash]\nmemory = 1\n");
+        assert!(e.contains("memory"), "{e}");
     }
 
     #[test]

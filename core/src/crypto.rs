@@ -13,6 +13,8 @@ use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::config::PinHashParams;
+
 const NONCE_LEN: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
@@ -154,24 +156,27 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// Argon2id parameters for PINs: 19 MiB, 2 passes (OWASP's recommendation),
-/// which costs a few tens of milliseconds per check.
-fn pin_hasher() -> Argon2<'static> {
-    let params = argon2::Params::new(19 * 1024, 2, 1, None).expect("valid Argon2 parameters");
-    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+/// An Argon2id hasher with `params` (the configured `[pin_hash]`, by
+/// default OWASP's 19 MiB and 2 passes: a few tens of milliseconds).
+fn pin_hasher(params: &PinHashParams) -> Result<Argon2<'static>, CryptoError> {
+    let params = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, None)
+        .map_err(|e| CryptoError::PinHash(e.to_string()))?;
+    Ok(Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params))
 }
 
 /// Hashes a PIN into a PHC string (`$argon2id$...`).
-pub fn hash_pin(pin: &str) -> Result<String, CryptoError> {
-    pin_hasher()
+pub fn hash_pin(pin: &str, params: &PinHashParams) -> Result<String, CryptoError> {
+    pin_hasher(params)?
         .hash_password(pin.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| CryptoError::PinHash(e.to_string()))
 }
 
-/// Checks a PIN against its PHC hash; a malformed hash never matches.
+/// Checks a PIN against its PHC hash, with the parameters the hash names;
+/// a malformed hash never matches.
 pub fn verify_pin_hash(pin: &str, phc: &str) -> bool {
-    pin_hasher().verify_password(pin.as_bytes(), phc).is_ok()
+    let Ok(hash) = argon2::PasswordHash::new(phc) else { return false };
+    Argon2::default().verify_password(pin.as_bytes(), &hash).is_ok()
 }
 
 #[cfg(test)]
@@ -215,11 +220,21 @@ mod tests {
 
     #[test]
     fn pin_hash_verifies_only_the_right_pin() {
-        let h = hash_pin("1234").unwrap();
+        let h = hash_pin("1234", &PinHashParams::default()).unwrap();
+        assert!(h.contains("m=19456,t=2,p=1"), "{h}");
         assert!(h.starts_with("$argon2id$"));
         assert!(verify_pin_hash("1234", &h));
         assert!(!verify_pin_hash("1235", &h));
         assert!(!verify_pin_hash("1234", "garbage"));
+    }
+
+    #[test]
+    fn pin_hash_keeps_its_own_parameters() {
+        let strong = PinHashParams { memory_kib: 47 * 1024, iterations: 1, parallelism: 2 };
+        let h = hash_pin("1234", &strong).unwrap();
+        assert!(h.contains("m=48128,t=1,p=2"), "{h}");
+        assert!(verify_pin_hash("1234", &h), "verified with the hash's parameters");
+        assert!(!verify_pin_hash("4321", &h));
     }
 
     #[test]

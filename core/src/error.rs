@@ -62,6 +62,9 @@ pub enum Error {
     LostSerialTaken(String),
     #[error("the PIN handler refused the random PIN, so the token was not enrolled: {0}")]
     PinHandler(String),
+    /// A line of a `token import` file is refused; nothing was imported.
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

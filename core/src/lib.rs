@@ -16,12 +16,14 @@ pub mod crypto;
 pub mod datetime;
 pub mod error;
 pub mod events;
+pub mod import;
 pub mod label;
 mod limits;
 pub mod lost;
 pub mod otp;
 pub mod otpauth;
 pub mod password;
+mod pincache;
 pub mod pinhandler;
 pub mod policy;
 pub mod realm;
@@ -62,6 +64,7 @@ pub struct Otpd {
     realms: Realms,
     policies: Policies,
     events: Events,
+    pins: pincache::PinCache,
     clock: Arc<dyn Clock>,
 }
 
@@ -70,7 +73,9 @@ impl Otpd {
     /// realms' resolvers. Refuses a database whose key file is missing or
     /// does not match, and a database of a newer schema, changing nothing.
     pub fn open(config: Config) -> Result<Otpd> {
-        let store = SqliteStore::open(SqliteConfig::new(&config.database))?;
+        let mut store_config = SqliteConfig::new(&config.database);
+        store_config.sync = config.durability == config::Durability::PowerLoss;
+        let store = SqliteStore::open(store_config)?;
         let key = Self::open_key(&config, &store)?;
         let realms = Realms::open(&config)?;
         let source = config.source.clone().unwrap_or_else(|| "built-in defaults".into());
@@ -83,6 +88,7 @@ impl Otpd {
             realms,
             policies,
             events,
+            pins: pincache::PinCache::new()?,
             clock: Arc::new(SystemClock),
         })
     }

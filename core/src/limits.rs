@@ -1,20 +1,110 @@
 //! The enrollment limits of the policies (`max_token_per_realm`,
 //! `max_token_per_user`, `<type>_max_token_per_user`, and the `active`
 //! variants): checked, inside the write transaction that would break them,
-//! by enrollment, assignment, setting realms, enabling, autoassignment and
-//! the `enroll` event action. A refusal names the limit, its value and the
-//! policy, and the transaction changes nothing.
+//! by enrollment, import, assignment, setting realms, enabling,
+//! autoassignment and the `enroll` event action. A refusal names the limit,
+//! its value and the policy, and the transaction changes nothing.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::error::{Error, Result};
 use crate::policy::{Limit, Policies, PolicyQuery};
 use crate::realm::User;
 use crate::store::{StoreRead, TokenFilter};
-use crate::token::TokenType;
+use crate::token::{Owner, TokenType};
 
 fn refuse(message: String, action: &str, limit: &Limit) -> Error {
     Error::PolicyLimit(format!("{message} ({action} = {}, policy '{}')", limit.value, limit.policy))
+}
+
+/// The per-user limits that apply to `q`'s user for a token of `token_type`.
+struct UserLimits {
+    type_name: &'static str,
+    of_type: Option<Limit>,
+    all: Option<Limit>,
+    active_of_type: Option<Limit>,
+    active_all: Option<Limit>,
+}
+
+impl UserLimits {
+    fn of(policies: &Policies, q: &PolicyQuery<'_>, token_type: TokenType) -> Self {
+        let type_name = token_type.name();
+        UserLimits {
+            type_name,
+            of_type: policies.limit(&format!("{type_name}_max_token_per_user"), q),
+            all: policies.limit("max_token_per_user", q),
+            active_of_type: policies.limit(&format!("{type_name}_max_active_token_per_user"), q),
+            active_all: policies.limit("max_active_token_per_user", q),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.of_type.is_some()
+            || self.all.is_some()
+            || self.active_of_type.is_some()
+            || self.active_all.is_some()
+    }
+
+    /// Refuses one more token of `token_type` (active unless `active` is
+    /// false) for a user who owns `owned` (type and active flag of each).
+    fn judge(&self, owned: &[(TokenType, bool)], token_type: TokenType, active: bool) -> Result<()> {
+        let t = self.type_name;
+        let of_type = owned.iter().filter(|(k, _)| *k == token_type).count() as i64;
+        over(self.of_type.as_ref(), of_type, &format!("{t}_max_token_per_user"), || {
+            format!("The number of tokens of type {t} for this user is limited!")
+        })?;
+        over(self.all.as_ref(), owned.len() as i64, "max_token_per_user", || {
+            "The number of tokens for this user is limited!".into()
+        })?;
+        if !active {
+            return Ok(());
+        }
+        let active_of_type = owned.iter().filter(|(k, a)| *a && *k == token_type).count() as i64;
+        let active_all = owned.iter().filter(|(_, a)| *a).count() as i64;
+        over(
+            self.active_of_type.as_ref(),
+            active_of_type,
+            &format!("{t}_max_active_token_per_user"),
+            || format!("The number of active tokens of type {t} for this user is limited!"),
+        )?;
+        over(self.active_all.as_ref(), active_all, "max_active_token_per_user", || {
+            "The number of active tokens for this user is limited!".into()
+        })
+    }
+}
+
+/// Refuses one more when `count` has reached the limit of `action`.
+fn over(limit: Option<&Limit>, count: i64, action: &str, message: impl FnOnce() -> String) -> Result<()> {
+    match limit {
+        Some(l) if count >= l.value => Err(refuse(message(), action, l)),
+        _ => Ok(()),
+    }
+}
+
+fn user_query<'a>(
+    login: &'a str,
+    realm: &'a str,
+    resolver: &'a str,
+    client: Option<IpAddr>,
+) -> PolicyQuery<'a> {
+    PolicyQuery { realm: Some(realm), resolver: Some(resolver), user: Some(login), client, realm_only: false }
+}
+
+/// Type and active flag of each token `login@realm` owns, but `exempt`.
+fn owned_by(
+    store: &dyn StoreRead,
+    login: &str,
+    realm: &str,
+    exempt: Option<&str>,
+) -> Result<Vec<(TokenType, bool)>> {
+    let owned = store
+        .tokens(&TokenFilter { owner: Some((login.to_owned(), realm.to_owned())), ..Default::default() })?;
+    Ok(owned
+        .into_iter()
+        .filter(|t| Some(t.serial.as_str()) != exempt)
+        .map(|t| (t.token_type, t.active))
+        .collect())
 }
 
 /// A user is about to own one more token of `token_type` (active unless
@@ -29,57 +119,27 @@ pub(crate) fn check_user(
     active: bool,
     exempt: Option<&str>,
 ) -> Result<()> {
-    let q = PolicyQuery {
-        realm: Some(&user.realm),
-        resolver: Some(&user.resolver),
-        user: Some(&user.login),
-        client,
-        realm_only: false,
-    };
-    let owned = store.tokens(&TokenFilter {
-        owner: Some((user.login.clone(), user.realm.clone())),
-        ..Default::default()
-    })?;
-    let owned: Vec<_> = owned.into_iter().filter(|t| Some(t.serial.as_str()) != exempt).collect();
-    let type_name = token_type.name();
-    let of_type = owned.iter().filter(|t| t.token_type == token_type).count() as i64;
-    let all = owned.len() as i64;
-    let type_action = format!("{type_name}_max_token_per_user");
-    if let Some(l) = policies.limit(&type_action, &q).filter(|l| of_type >= l.value) {
-        return Err(refuse(
-            format!("The number of tokens of type {type_name} for this user is limited!"),
-            &type_action,
-            &l,
-        ));
-    }
-    if let Some(l) = policies.limit("max_token_per_user", &q).filter(|l| all >= l.value) {
-        return Err(refuse(
-            "The number of tokens for this user is limited!".into(),
-            "max_token_per_user",
-            &l,
-        ));
-    }
-    if !active {
+    let q = user_query(&user.login, &user.realm, &user.resolver, client);
+    let limits = UserLimits::of(policies, &q, token_type);
+    if !limits.any() {
         return Ok(());
     }
-    let active_of_type = owned.iter().filter(|t| t.active && t.token_type == token_type).count() as i64;
-    let active_all = owned.iter().filter(|t| t.active).count() as i64;
-    let type_action = format!("{type_name}_max_active_token_per_user");
-    if let Some(l) = policies.limit(&type_action, &q).filter(|l| active_of_type >= l.value) {
-        return Err(refuse(
-            format!("The number of active tokens of type {type_name} for this user is limited!"),
-            &type_action,
-            &l,
-        ));
-    }
-    if let Some(l) = policies.limit("max_active_token_per_user", &q).filter(|l| active_all >= l.value) {
-        return Err(refuse(
-            "The number of active tokens for this user is limited!".into(),
-            "max_active_token_per_user",
-            &l,
-        ));
-    }
-    Ok(())
+    limits.judge(&owned_by(store, &user.login, &user.realm, exempt)?, token_type, active)
+}
+
+fn realm_limit(policies: &Policies, realm: &str, client: Option<IpAddr>) -> Option<Limit> {
+    let q = PolicyQuery { realm: Some(realm), client, realm_only: true, ..Default::default() };
+    policies.limit("max_token_per_realm", &q)
+}
+
+fn realm_count(store: &dyn StoreRead, realm: &str) -> Result<i64> {
+    Ok(store.tokens(&TokenFilter { realm: Some(realm.to_owned()), ..Default::default() })?.len() as i64)
+}
+
+fn judge_realm(limit: &Limit, realm: &str, count: i64) -> Result<()> {
+    over(Some(limit), count, "max_token_per_realm", || {
+        format!("The number of tokens in this realm is limited! (realm {realm} holds {count})")
+    })
 }
 
 /// A token joins `realm`, or is assigned within it: a token already in the
@@ -91,18 +151,72 @@ pub(crate) fn check_realm(
     realm: &str,
     client: Option<IpAddr>,
 ) -> Result<()> {
-    let q = PolicyQuery { realm: Some(realm), client, realm_only: true, ..Default::default() };
-    let Some(limit) = policies.limit("max_token_per_realm", &q) else { return Ok(()) };
-    let count =
-        store.tokens(&TokenFilter { realm: Some(realm.to_owned()), ..Default::default() })?.len() as i64;
-    if count >= limit.value {
-        return Err(refuse(
-            format!("The number of tokens in this realm is limited! (realm {realm} holds {count})"),
-            "max_token_per_realm",
-            &limit,
-        ));
+    let Some(limit) = realm_limit(policies, realm, client) else { return Ok(()) };
+    judge_realm(&limit, realm, realm_count(store, realm)?)
+}
+
+/// The limits of many enrollments in one transaction (`token import`):
+/// each new token is checked as `check_user`/`check_realm` would check it
+/// had the tokens before it been enrolled one by one. The counts of a user
+/// or realm that a limit applies to are read from the store (inside the
+/// transaction, so with the tokens added so far) the first time they are
+/// needed and then kept up to date, so a large import costs one query per
+/// limited user or realm instead of one per token.
+pub(crate) struct Tally<'a> {
+    policies: &'a Policies,
+    client: Option<IpAddr>,
+    /// realm -> login -> type and active flag of each token owned.
+    users: HashMap<String, HashMap<String, Vec<(TokenType, bool)>>>,
+    /// realm -> its limit and current count, or None without a limit.
+    realms: HashMap<String, Option<(Limit, i64)>>,
+}
+
+impl<'a> Tally<'a> {
+    pub(crate) fn new(policies: &'a Policies, client: Option<IpAddr>) -> Self {
+        Tally { policies, client, users: HashMap::new(), realms: HashMap::new() }
     }
-    Ok(())
+
+    /// `owner` is about to own one more active token of `token_type`.
+    pub(crate) fn add_user(
+        &mut self,
+        store: &dyn StoreRead,
+        owner: &Owner,
+        token_type: TokenType,
+    ) -> Result<()> {
+        let q = user_query(&owner.login, &owner.realm, &owner.resolver, self.client);
+        let limits = UserLimits::of(self.policies, &q, token_type);
+        if let Some(owned) = self.users.get_mut(&owner.realm).and_then(|m| m.get_mut(&owner.login)) {
+            limits.judge(owned, token_type, true)?;
+            owned.push((token_type, true));
+            return Ok(());
+        }
+        // Not counted yet: without a limit the store counts it when a
+        // later token of the user meets one.
+        if !limits.any() {
+            return Ok(());
+        }
+        let mut owned = owned_by(store, &owner.login, &owner.realm, None)?;
+        limits.judge(&owned, token_type, true)?;
+        owned.push((token_type, true));
+        self.users.entry(owner.realm.clone()).or_default().insert(owner.login.clone(), owned);
+        Ok(())
+    }
+
+    /// A new token joins `realm`.
+    pub(crate) fn add_realm(&mut self, store: &dyn StoreRead, realm: &str) -> Result<()> {
+        if !self.realms.contains_key(realm) {
+            let entry = match realm_limit(self.policies, realm, self.client) {
+                Some(limit) => Some((limit, realm_count(store, realm)?)),
+                None => None,
+            };
+            self.realms.insert(realm.to_owned(), entry);
+        }
+        if let Some(Some((limit, count))) = self.realms.get_mut(realm) {
+            judge_realm(limit, realm, *count)?;
+            *count += 1;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

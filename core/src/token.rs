@@ -6,6 +6,7 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::config::PinHashParams;
 use crate::crypto::{self, SecretKey};
 use crate::otp::{self, HashAlgorithm};
 
@@ -88,8 +89,12 @@ pub enum StoredPin {
 pub const PIN_CONTEXT: &str = "pin";
 
 impl StoredPin {
-    pub fn hashed(pin: &str) -> Result<Self, crypto::CryptoError> {
-        if pin.is_empty() { Ok(StoredPin::Empty) } else { Ok(StoredPin::Hash(crypto::hash_pin(pin)?)) }
+    pub fn hashed(pin: &str, params: &PinHashParams) -> Result<Self, crypto::CryptoError> {
+        if pin.is_empty() {
+            Ok(StoredPin::Empty)
+        } else {
+            Ok(StoredPin::Hash(crypto::hash_pin(pin, params)?))
+        }
     }
 
     /// An empty stored PIN matches only an empty given PIN.

@@ -68,6 +68,7 @@ pub const FIRED: &[&str] = &[
     "token_set",
     "token_realm",
     "token_lost",
+    "token_load",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
-//! `otpd-load`: a closed-loop RADIUS load generator, usable against any RADIUS
-//! server (otpd, FreeRADIUS, ...). It keeps N Access-Requests in flight,
-//! verifies every answer, and reports requests/s, outcomes, latency
+//! `otpd-load`: a RADIUS load generator, usable against any RADIUS server
+//! (otpd, FreeRADIUS, ...). It keeps N Access-Requests in flight (closed
+//! loop) or sends them at a fixed rate (`--rate`, open loop), verifies every answer, and reports requests/s, outcomes, latency
 //! percentiles and, given the server's pid, its CPU time per request.
 //! Usage errors are one line on stderr with exit status 2.
 
@@ -31,9 +31,14 @@ struct Args {
     /// The RADIUS shared secret.
     #[arg(long)]
     secret: String,
-    /// Requests kept in flight (at most 256 per socket).
+    /// Requests kept in flight (at most 256 per socket); with --rate, the most in flight.
     #[arg(long, default_value_t = 32)]
     outstanding: usize,
+    /// Open loop: send this many requests per second, evenly paced, whether or not
+    /// answers have come (still at most --outstanding in flight). Without it the loop is
+    /// closed: a new request as soon as one is answered.
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    rate: Option<f64>,
     /// UDP sockets the requests are spread over.
     #[arg(long, default_value_t = 4)]
     sockets: usize,
@@ -71,9 +76,14 @@ struct Args {
     /// First HOTP counter of every user.
     #[arg(long, default_value_t = 0, requires = "hotp_key")]
     hotp_start: u64,
-    /// TOTP key (hex, SHA1) shared by every user; a user logs in at most once per step.
+    /// TOTP key (hex, SHA1) shared by every user; each user uses each step at most once.
     #[arg(long)]
     totp_key: Option<String>,
+    /// TOTP steps used around the current one: each user logs in with steps now-STEPS to
+    /// now+STEPS, each once, in increasing order (0: the current step only). Keep it inside the
+    /// server's window (otpd's default: 6 steps back, 5 ahead).
+    #[arg(long, value_name = "STEPS", default_value_t = 0, requires = "totp_key", value_parser = clap::value_parser!(u64).range(0..=1000))]
+    totp_window: u64,
     /// TOTP step in seconds.
     #[arg(long, default_value_t = 30, requires = "totp_key", value_parser = clap::value_parser!(u32).range(1..))]
     totp_step: u32,
@@ -125,6 +135,11 @@ fn run(args: Args) -> Result<(), String> {
         ));
     }
 
+    // clap does not enforce `requires` on a flag that has a default value.
+    if args.totp_window > 0 && args.totp_key.is_none() {
+        return Err("--totp-window needs --totp-key".into());
+    }
+
     let users = match (&args.user_pattern, &args.user_file) {
         (_, Some(path)) => Users::from_lines(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?,
         (Some(pattern), None) => Users::pattern(pattern, args.users)?,
@@ -146,6 +161,7 @@ fn run(args: Args) -> Result<(), String> {
             parse_hex(hex).map_err(|e| format!("--totp-key: {e}"))?,
             args.digits,
             args.totp_step,
+            args.totp_window,
             users.len(),
         )
     } else {
@@ -162,6 +178,7 @@ fn run(args: Args) -> Result<(), String> {
         server,
         secret: args.secret.into_bytes(),
         outstanding: args.outstanding,
+        rate: args.rate,
         sockets: args.sockets,
         limit,
         timeout: args.timeout,
@@ -194,6 +211,15 @@ fn run(args: Args) -> Result<(), String> {
         print!("{}", summary.text());
     }
     Ok(())
+}
+
+/// A positive, finite number of requests per second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| format!("bad rate {text:?} (requests per second, more than 0)"))
 }
 
 /// `host:port`, a name resolved once.

@@ -1,7 +1,9 @@
 //! The closed loop: `outstanding` Access-Requests in flight over several UDP
 //! sockets, a new one as soon as one is answered or times out. Each socket is
 //! one task that owns its identifiers, so no lock is taken per packet except
-//! the short one around the request source.
+//! the short one around the request source. With a `rate` the loop is open
+//! instead: request i is sent at `start + i / rate` (never earlier; late ones
+//! go out at once), with `outstanding` still capping what is in flight.
 
 use std::collections::VecDeque;
 use std::io;
@@ -30,6 +32,8 @@ pub struct Settings {
     pub server: SocketAddr,
     pub secret: Vec<u8>,
     pub outstanding: usize,
+    /// Requests per second, paced (open loop); None: closed loop.
+    pub rate: Option<f64>,
     pub sockets: usize,
     pub limit: Limit,
     pub timeout: Duration,
@@ -98,6 +102,8 @@ struct Shared {
     counters: Counters,
     /// No more requests are sent once this is reached (duration mode).
     end: Option<Instant>,
+    /// When the run started (the origin of the pacing schedule).
+    start: Instant,
 }
 
 impl Shared {
@@ -111,6 +117,18 @@ impl Shared {
             && feed.issued >= n
         {
             return Job::Done;
+        }
+        if let Some(rate) = self.settings.rate {
+            // Request number `issued` is due at start + issued / rate.
+            let Some(due) = Duration::try_from_secs_f64(feed.issued as f64 / rate)
+                .ok()
+                .and_then(|offset| self.start.checked_add(offset))
+            else {
+                return Job::Done;
+            };
+            if now < due {
+                return Job::Until(due);
+            }
         }
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         match feed.source.next(unix) {
@@ -152,6 +170,7 @@ pub async fn run(settings: Settings, source: Source) -> io::Result<Outcome> {
         released: Notify::new(),
         counters: Counters::default(),
         end,
+        start,
     });
 
     let finished = Arc::new(AtomicBool::new(false));

@@ -1,6 +1,14 @@
 //! Where the load generator's requests come from: user names (a pattern or a
 //! list) paired round robin with passwords (fixed, a list of one-shot values,
 //! or HOTP/TOTP codes computed from a known key).
+//!
+//! TOTP and the server's window: a TOTP server accepts codes of a few steps
+//! around its clock (otpd, like privacyIDEA, 6 steps back and 5 ahead with
+//! the default window of 180 s) and only requires each code's step to be
+//! newer than the last one the token used. With a window of k steps the
+//! source uses, for each user, every step from `now - k` to `now + k` once,
+//! in increasing order: 2k+1 logins per user at first, then one more each
+//! time the clock reaches a new step.
 
 use std::time::Duration;
 
@@ -74,11 +82,13 @@ pub enum Passwords {
         digits: u32,
         counters: Vec<u64>,
     },
-    /// `last_step` is the step each user last logged in with (u64::MAX: never).
+    /// `last_step` is the step each user last logged in with (u64::MAX: never);
+    /// `window` is how many steps before and after the current one are used.
     Totp {
         key: Vec<u8>,
         digits: u32,
         step: u32,
+        window: u64,
         last_step: Vec<u64>,
     },
 }
@@ -102,8 +112,10 @@ impl Passwords {
         Passwords::Hotp { key, digits, counters: vec![start; users] }
     }
 
-    pub fn totp(key: Vec<u8>, digits: u32, step: u32, users: usize) -> Passwords {
-        Passwords::Totp { key, digits, step, last_step: vec![u64::MAX; users] }
+    /// `window`: each user logs in with steps `now - window ..= now + window`
+    /// (each once, in increasing order); 0 is the current step only.
+    pub fn totp(key: Vec<u8>, digits: u32, step: u32, window: u64, users: usize) -> Passwords {
+        Passwords::Totp { key, digits, step, window, last_step: vec![u64::MAX; users] }
     }
 }
 
@@ -117,7 +129,7 @@ pub enum Next {
     },
     /// The next user still has a request in flight; try again after a release.
     Busy,
-    /// TOTP: every user has logged in during the current step; try again after this long.
+    /// TOTP: every user has used every step the window allows now; try again after this long.
     Wait(Duration),
     /// The password list is used up.
     Exhausted,
@@ -164,18 +176,21 @@ impl Source {
                 *counter = counter.saturating_add(1);
                 code
             }
-            Passwords::Totp { key, digits, step, last_step } => {
+            Passwords::Totp { key, digits, step, window, last_step } => {
                 let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
                 let current = time_counter(secs, 0.0, *step);
                 let Some(last) = last_step.get_mut(user) else { return Next::Exhausted };
-                // Round robin: if this user already logged in during this step, so did
-                // every other user since, and nobody may log in again before the next step.
-                if *last == current {
-                    let next_start = Duration::from_secs(current.saturating_add(1) * u64::from(*step));
+                let earliest = current.saturating_sub(*window);
+                let next = if *last == u64::MAX { earliest } else { last.saturating_add(1).max(earliest) };
+                // Round robin: if this user has used up the window, so has every other user
+                // since, and nobody may log in again before the next step.
+                if next > current.saturating_add(*window) {
+                    let next_start =
+                        Duration::from_secs(current.saturating_add(1).saturating_mul(u64::from(*step)));
                     return Next::Wait(next_start.saturating_sub(now));
                 }
-                *last = current;
-                hotp(key, current, *digits, HashAlgorithm::Sha1)
+                *last = next;
+                hotp(key, next, *digits, HashAlgorithm::Sha1)
             }
         };
         if let Some(flag) = self.busy.get_mut(user) {
@@ -275,8 +290,11 @@ mod tests {
     #[test]
     fn totp_once_per_user_and_step() {
         // RFC 6238 appendix B: T = 59 s, SHA1, 8 digits gives 94287082.
-        let mut source =
-            Source::new(Users::pattern("u{n}", 2).unwrap(), Passwords::totp(RFC_KEY.to_vec(), 8, 30, 2), "");
+        let mut source = Source::new(
+            Users::pattern("u{n}", 2).unwrap(),
+            Passwords::totp(RFC_KEY.to_vec(), 8, 30, 0, 2),
+            "",
+        );
         assert_eq!(request(source.next(NOW)).2, "94287082");
         source.release(0);
         assert_eq!(request(source.next(NOW)).2, "94287082");
@@ -287,5 +305,53 @@ mod tests {
         let (user, _, password) = request(source.next(later));
         assert_eq!(user, 0);
         assert_eq!(password, hotp(RFC_KEY, 2, 8, HashAlgorithm::Sha1));
+    }
+
+    #[test]
+    fn totp_window_uses_each_step_once_in_order() {
+        // At 59 s the current step is 1; a window of 1 gives steps 0, 1, 2 to each user.
+        let users = Users::pattern("u{n}", 2).unwrap();
+        let mut source = Source::new(users, Passwords::totp(RFC_KEY.to_vec(), 8, 30, 1, 2), "");
+        let code = |step: u64| hotp(RFC_KEY, step, 8, HashAlgorithm::Sha1);
+        for step in 0..3 {
+            for user in 0..2 {
+                assert_eq!(request(source.next(NOW)), (user, format!("u{user}"), code(step)));
+                source.release(user);
+            }
+        }
+        // Both users used steps 0..=2: nothing more before step 2 begins at 60 s.
+        assert_eq!(source.next(NOW), Next::Wait(Duration::from_secs(1)));
+        // At 60 s the window is 1..=3, and only step 3 is newer than what was used.
+        let later = Duration::from_secs(60);
+        assert_eq!(request(source.next(later)), (0, "u0".into(), code(3)));
+        source.release(0);
+        assert_eq!(request(source.next(later)), (1, "u1".into(), code(3)));
+        source.release(1);
+        assert_eq!(source.next(later), Next::Wait(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn totp_window_starts_late_users_at_the_window_edge() {
+        // A user's first login uses the window's first step, now - window.
+        let mut source = Source::new(
+            Users::pattern("u{n}", 1).unwrap(),
+            Passwords::totp(RFC_KEY.to_vec(), 6, 30, 2, 1),
+            "",
+        );
+        let at = Duration::from_secs(30 * 100 + 5);
+        assert_eq!(request(source.next(at)).2, hotp(RFC_KEY, 98, 6, HashAlgorithm::Sha1));
+        source.release(0);
+        // After a long pause the last step used (98) is far behind: on from the window's start.
+        let much_later = Duration::from_secs(30 * 200);
+        assert_eq!(request(source.next(much_later)).2, hotp(RFC_KEY, 198, 6, HashAlgorithm::Sha1));
+        source.release(0);
+        assert_eq!(request(source.next(much_later)).2, hotp(RFC_KEY, 199, 6, HashAlgorithm::Sha1));
+        // Near the epoch the window is cut at step 0.
+        let mut early = Source::new(
+            Users::pattern("u{n}", 1).unwrap(),
+            Passwords::totp(RFC_KEY.to_vec(), 6, 30, 5, 1),
+            "",
+        );
+        assert_eq!(request(early.next(NOW)).2, hotp(RFC_KEY, 0, 6, HashAlgorithm::Sha1));
     }
 }

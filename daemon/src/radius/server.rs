@@ -26,6 +26,10 @@ use super::droplog::DropLog;
 
 /// Requests handed to workers and not yet answered, at most.
 const MAX_IN_FLIGHT: usize = 256;
+/// Threads that run the core at once; the other requests in flight queue
+/// for them. Enough for large commit groups, few enough that each keeps a
+/// pooled store connection.
+const CORE_THREADS: usize = 64;
 /// How long SIGTERM waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_MESSAGE: &[u8] = b"otpd access granted";
@@ -76,7 +80,7 @@ impl Shared {
 pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(MAX_IN_FLIGHT)
+        .max_blocking_threads(CORE_THREADS)
         .thread_name("otpd")
         .build()
         .map_err(ServeError::Runtime)?;

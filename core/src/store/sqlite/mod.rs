@@ -2,16 +2,24 @@
 //! mode, shared by the daemon, PAM processes and the CLI at once. Write
 //! transactions start with `BEGIN IMMEDIATE` and commits are fsync'd
 //! (`synchronous = FULL`), so an acknowledged counter survives a power loss.
-//! Connections are pooled so that several threads of one process can read
-//! in parallel.
+//! Reading connections are pooled so that several threads of one process
+//! can read in parallel.
+//!
+//! Group commit: the write transactions of one process share one writer
+//! connection. Each runs as a savepoint inside a group transaction; the
+//! group commits (one fsync) when no other writer of this process is
+//! waiting, or when it is big or old enough, and every member's `commit`
+//! returns only after that shared commit, with its result. A member that
+//! fails rolls back to its savepoint without touching the others.
 
 mod migrations;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rusqlite::types::Value;
@@ -27,23 +35,58 @@ pub struct SqliteConfig {
     pub path: PathBuf,
     /// How long a writer waits for another process's write lock.
     pub busy_timeout: Duration,
+    /// Whether a commit is fsync'd (`synchronous = FULL`) or only written
+    /// to the WAL (`NORMAL`: survives a crash of otpd, not of the machine).
+    pub sync: bool,
 }
 
 impl SqliteConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SqliteConfig { path: path.into(), busy_timeout: Duration::from_secs(5) }
+        SqliteConfig { path: path.into(), busy_timeout: Duration::from_secs(5), sync: true }
     }
 }
+
+/// Idle reading connections kept. A connection dropped and opened again
+/// costs a schema parse and its prepared statements, far more than a
+/// login: keep as many as the daemon has workers.
+const POOL_MAX: usize = 64;
+
+/// A group stays open for more members at most this long...
+const GROUP_MAX_AGE: Duration = Duration::from_millis(4);
+/// ...and takes at most this many.
+const GROUP_MAX_MEMBERS: usize = 128;
 
 #[derive(Debug)]
 pub struct SqliteStore {
     config: SqliteConfig,
     display: String,
     pool: Mutex<Vec<Connection>>,
-    /// Serialises this process's writers: threads queue here instead of in
-    /// SQLite's busy handler, which polls with sleeps of up to 100 ms.
-    /// Other processes still meet the busy timeout.
-    writer: Mutex<()>,
+    /// The writer connection and its group transaction. Held for the whole
+    /// of one member's work, so this process's writers queue here instead
+    /// of in SQLite's busy handler (which polls with sleeps of up to
+    /// 100 ms). Other processes still meet the busy timeout.
+    group: Mutex<Group>,
+    /// Signalled when a group has committed or failed.
+    settled: Condvar,
+    /// Writers waiting for `group`: while there are some, a finished
+    /// member leaves the commit to them, so that they join its group.
+    queued: AtomicUsize,
+}
+
+/// The group transaction of the writer connection.
+#[derive(Debug, Default)]
+struct Group {
+    conn: Option<Connection>,
+    /// When the open group began; `None` when no transaction is open.
+    opened: Option<Instant>,
+    /// The number of the open group (or of the next one).
+    epoch: u64,
+    /// Members that committed their savepoint into the open group.
+    members: usize,
+    /// Groups before this number have committed or failed.
+    settled: u64,
+    /// Recent groups that failed, with the reason.
+    failed: Vec<(u64, String)>,
 }
 
 /// Columns of `tokens` in the order `token_from_row` reads them.
@@ -86,14 +129,22 @@ impl SqliteStore {
         if found < migrations::latest() {
             migrate(&conn, &display)?;
         }
-        Ok(SqliteStore { config, display, pool: Mutex::new(vec![conn]), writer: Mutex::new(()) })
+        Ok(SqliteStore {
+            config,
+            display,
+            pool: Mutex::new(vec![conn]),
+            group: Mutex::new(Group::default()),
+            settled: Condvar::new(),
+            queued: AtomicUsize::new(0),
+        })
     }
 
     fn connect(config: &SqliteConfig, display: &str) -> Result<Connection, StoreError> {
         let conn = Connection::open(&config.path)
             .map_err(|e| StoreError::Open { path: display.to_owned(), message: e.to_string() })?;
         conn.busy_timeout(config.busy_timeout).map_err(|e| map_err(display, e))?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| map_err(display, e))?;
+        let sync = if config.sync { "FULL" } else { "NORMAL" };
+        conn.pragma_update(None, "synchronous", sync).map_err(|e| map_err(display, e))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| map_err(display, e))?;
         Ok(conn)
     }
@@ -107,11 +158,95 @@ impl SqliteStore {
         Ok(Pooled { store: self, conn: Some(conn) })
     }
 
-    fn begin(&self, sql: &str, write: bool) -> Result<SqliteTx<'_>, StoreError> {
-        let writer = write.then(|| self.writer.lock().unwrap_or_else(|p| p.into_inner()));
+    fn begin_read(&self) -> Result<SqliteTx<'_>, StoreError> {
         let pooled = self.take()?;
-        pooled.conn().execute_batch(sql).map_err(|e| self.err(e))?;
-        Ok(SqliteTx { pooled, open: true, _writer: writer })
+        run(pooled.conn(), "BEGIN DEFERRED").map_err(|e| self.err(e))?;
+        Ok(SqliteTx { store: self, conn: TxConn::Read(pooled), open: true })
+    }
+
+    /// Joins the open group (opening one when there is none) with a
+    /// savepoint of its own.
+    fn begin_write(&self) -> Result<SqliteTx<'_>, StoreError> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        if group.conn.is_none() {
+            group.conn = Some(Self::connect(&self.config, &self.display)?);
+        }
+        if group.opened.is_none() {
+            run(group.conn(), "BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
+            group.opened = Some(Instant::now());
+        }
+        if let Err(e) = run(group.conn(), "SAVEPOINT member") {
+            let e = self.err(e);
+            self.fail_group(&mut group, &e);
+            return Err(e);
+        }
+        Ok(SqliteTx { store: self, conn: TxConn::Write(Some(group)), open: true })
+    }
+
+    /// After a member ended (committed into the group or rolled back):
+    /// commits the group unless other writers are waiting to join it (they
+    /// will commit it), then waits until the group of `member` (the epoch of
+    /// a committed member) has settled and returns its result.
+    fn settle(&self, mut group: MutexGuard<'_, Group>, member: Option<u64>) -> Result<(), StoreError> {
+        let due = group.members >= GROUP_MAX_MEMBERS
+            || group.opened.is_some_and(|t| t.elapsed() >= GROUP_MAX_AGE)
+            || self.queued.load(Ordering::SeqCst) == 0;
+        if group.opened.is_some() && due {
+            if group.members == 0 {
+                // Nothing to keep: end the transaction without a sync.
+                let _ = run(group.conn(), "ROLLBACK");
+                group.opened = None;
+                if !group.conn().is_autocommit() {
+                    group.conn = None;
+                }
+            } else {
+                match run(group.conn(), "COMMIT") {
+                    Ok(()) => {
+                        group.opened = None;
+                        group.members = 0;
+                        group.epoch += 1;
+                        group.settled = group.epoch;
+                        self.settled.notify_all();
+                    }
+                    Err(e) => {
+                        let e = self.err(e);
+                        self.fail_group(&mut group, &e);
+                    }
+                }
+            }
+        }
+        let Some(epoch) = member else { return Ok(()) };
+        while group.settled <= epoch {
+            group = self.settled.wait(group).unwrap_or_else(|p| p.into_inner());
+        }
+        match group.failed.iter().find(|(e, _)| *e == epoch) {
+            Some((_, message)) => {
+                Err(StoreError::Backend { path: self.display.clone(), message: message.clone() })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Rolls the whole group back: every member of it fails with `error`.
+    fn fail_group(&self, group: &mut Group, error: &StoreError) {
+        if let Some(conn) = &group.conn
+            && !conn.is_autocommit()
+            && conn.execute_batch("ROLLBACK").is_err()
+        {
+            group.conn = None;
+        }
+        let epoch = group.epoch;
+        group.failed.push((epoch, format!("the commit failed: {error}")));
+        if group.failed.len() > 64 {
+            group.failed.remove(0);
+        }
+        group.opened = None;
+        group.members = 0;
+        group.epoch += 1;
+        group.settled = group.epoch;
+        self.settled.notify_all();
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
@@ -152,6 +287,18 @@ fn migrate(conn: &Connection, display: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Runs one statement, through the statement cache (so `BEGIN` and
+/// `COMMIT` are not parsed again for every transaction).
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+impl Group {
+    fn conn(&self) -> &Connection {
+        self.conn.as_ref().expect("writer connection opened by begin_write")
+    }
+}
+
 /// A pooled connection, handed back to the pool on drop.
 struct Pooled<'a> {
     store: &'a SqliteStore,
@@ -168,7 +315,7 @@ impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             let mut pool = self.store.pool.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < 16 {
+            if pool.len() < POOL_MAX {
                 pool.push(conn);
             }
         }
@@ -176,20 +323,48 @@ impl Drop for Pooled<'_> {
 }
 
 struct SqliteTx<'a> {
-    pooled: Pooled<'a>,
+    store: &'a SqliteStore,
+    conn: TxConn<'a>,
+    /// The transaction (read) or savepoint (write) still needs ending.
     open: bool,
-    /// Held for the whole write transaction (see `SqliteStore::writer`);
-    /// released last, after `Drop` has ended the transaction.
-    _writer: Option<std::sync::MutexGuard<'a, ()>>,
+}
+
+enum TxConn<'a> {
+    Read(Pooled<'a>),
+    /// The writer connection, held until the member ends.
+    Write(Option<MutexGuard<'a, Group>>),
 }
 
 impl Drop for SqliteTx<'_> {
     fn drop(&mut self) {
-        if self.open {
-            // A failed rollback leaves the connection in a transaction: drop
-            // it rather than hand it back to the pool.
-            if self.pooled.conn().execute_batch("ROLLBACK").is_err() {
-                self.pooled.conn = None;
+        if !self.open {
+            return;
+        }
+        match &mut self.conn {
+            TxConn::Read(pooled) => {
+                // A failed rollback leaves the connection in a transaction:
+                // drop it rather than hand it back to the pool.
+                if run(pooled.conn(), "ROLLBACK").is_err() {
+                    pooled.conn = None;
+                }
+            }
+            TxConn::Write(group) => {
+                let Some(mut group) = group.take() else { return };
+                let undone = group.conn.as_ref().is_some_and(|c| {
+                    !c.is_autocommit()
+                        && run(c, "ROLLBACK TO member").is_ok()
+                        && run(c, "RELEASE member").is_ok()
+                });
+                if !undone && group.opened.is_some() {
+                    // The savepoint is gone with the whole transaction (SQLite
+                    // rolls back on some I/O errors): the group failed.
+                    let e = StoreError::Backend {
+                        path: self.store.display.clone(),
+                        message: "the transaction was rolled back".into(),
+                    };
+                    self.store.fail_group(&mut group, &e);
+                }
+                let _ = self.store.settle(group, None);
             }
         }
     }
@@ -197,15 +372,18 @@ impl Drop for SqliteTx<'_> {
 
 impl SqliteTx<'_> {
     fn conn(&self) -> &Connection {
-        self.pooled.conn()
+        match &self.conn {
+            TxConn::Read(pooled) => pooled.conn(),
+            TxConn::Write(group) => group.as_ref().expect("writer held until the member ends").conn(),
+        }
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
-        self.pooled.store.err(e)
+        self.store.err(e)
     }
 
     fn corrupt(&self, message: String) -> StoreError {
-        StoreError::Corrupt { path: self.pooled.store.display.clone(), message }
+        StoreError::Corrupt { path: self.store.display.clone(), message }
     }
 
     fn write_realms(&self, id: i64, realms: &[String]) -> Result<(), StoreError> {
@@ -409,7 +587,9 @@ impl StoreRead for SqliteTx<'_> {
         if filter.unassigned {
             sql.push_str(" AND t.owner_login IS NULL");
         }
-        sql.push_str(" ORDER BY t.id");
+        // Sorted here, not by `ORDER BY t.id`: with that clause SQLite
+        // prepares the statement anew after every commit of another
+        // connection, which cost more than the rest of a login.
         let rows = self
             .conn()
             .prepare_cached(&sql)
@@ -418,7 +598,10 @@ impl StoreRead for SqliteTx<'_> {
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
             .map_err(|e| self.err(e))?;
-        rows.into_iter().map(|r| r.map_err(|m| self.corrupt(m))).collect()
+        let mut tokens =
+            rows.into_iter().map(|r| r.map_err(|m| self.corrupt(m))).collect::<Result<Vec<_>, _>>()?;
+        tokens.sort_by_key(|t| t.id);
+        Ok(tokens)
     }
 
     fn count_tokens_of_type(&self, token_type: TokenType) -> Result<u64, StoreError> {
@@ -634,27 +817,170 @@ impl StoreWrite for SqliteTx<'_> {
             .map_err(|e| self.err(e))
     }
 
+    /// Releases the savepoint into the group and returns once the group
+    /// has committed (durably, with `synchronous = FULL`).
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        let result = self.conn().execute_batch("COMMIT").map_err(|e| self.err(e));
-        if result.is_ok() {
-            self.open = false;
+        let TxConn::Write(group) = &mut self.conn else {
+            return Err(StoreError::Backend {
+                path: self.store.display.clone(),
+                message: "commit of a read transaction".into(),
+            });
+        };
+        let mut group = group.take().expect("writer held until the member ends");
+        if let Err(e) = run(group.conn(), "RELEASE member") {
+            // Drop rolls the member back (or fails the group).
+            let e = self.store.err(e);
+            self.conn = TxConn::Write(Some(group));
+            return Err(e);
         }
-        result
+        self.open = false;
+        group.members += 1;
+        let epoch = group.epoch;
+        self.store.settle(group, Some(epoch))
     }
 }
 
 impl TokenStore for SqliteStore {
     fn read(&self) -> Result<Box<dyn StoreRead + '_>, StoreError> {
-        Ok(Box::new(self.begin("BEGIN DEFERRED", false)?))
+        Ok(Box::new(self.begin_read()?))
     }
 
     fn write(&self) -> Result<Box<dyn StoreWrite + '_>, StoreError> {
-        Ok(Box::new(self.begin("BEGIN IMMEDIATE", true)?))
+        Ok(Box::new(self.begin_write()?))
     }
 }
 
 impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.config.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::thread;
+
+    use super::*;
+    use crate::testutil::sample_token;
+
+    fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(SqliteConfig::new(dir.path().join("otpd.db"))).unwrap()
+    }
+
+    fn insert(store: &SqliteStore, serial: &str) -> Result<(), StoreError> {
+        let mut tx = store.write()?;
+        tx.insert_token(&sample_token(TokenType::Hotp, serial))?;
+        tx.commit()
+    }
+
+    fn serials(store: &SqliteStore) -> Vec<String> {
+        let mut s: Vec<String> = store
+            .read()
+            .unwrap()
+            .tokens(&TokenFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|t| t.serial)
+            .collect();
+        s.sort();
+        s
+    }
+
+    #[test]
+    fn concurrent_writers_all_commit_and_are_visible_to_another_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(store(&dir));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                thread::spawn(move || {
+                    for i in 0..25 {
+                        insert(&store, &format!("T{t}-{i}")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // A second store stands for another process: it sees only what was committed.
+        let other = self::store(&dir);
+        assert_eq!(serials(&other).len(), 200);
+        let g = store.group.lock().unwrap();
+        assert!(g.opened.is_none() && g.members == 0, "no group left open");
+        assert!(g.epoch >= 1 && g.epoch <= 200, "{} groups", g.epoch);
+    }
+
+    #[test]
+    fn a_member_that_rolls_back_leaves_its_group_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(store(&dir));
+        // The first member holds the writer while the others queue behind
+        // it, so that all three land in one group.
+        let mut first = store.write().unwrap();
+        first.insert_token(&sample_token(TokenType::Hotp, "KEPT1")).unwrap();
+        let rolled_back = {
+            let store = Arc::clone(&store);
+            thread::spawn(move || {
+                let mut tx = store.write().unwrap();
+                tx.insert_token(&sample_token(TokenType::Hotp, "GONE")).unwrap();
+                // A duplicate serial fails; the member gives up (drop = rollback).
+                assert!(matches!(
+                    tx.insert_token(&sample_token(TokenType::Hotp, "GONE")),
+                    Err(StoreError::DuplicateSerial(_))
+                ));
+            })
+        };
+        let kept = {
+            let store = Arc::clone(&store);
+            thread::spawn(move || insert(&store, "KEPT2"))
+        };
+        thread::sleep(Duration::from_millis(100));
+        first.commit().unwrap();
+        rolled_back.join().unwrap();
+        kept.join().unwrap().unwrap();
+        assert_eq!(serials(&self::store(&dir)), ["KEPT1", "KEPT2"]);
+    }
+
+    #[test]
+    fn racing_consumes_of_one_counter_succeed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(store(&dir));
+        insert(&store, "H1").unwrap();
+        for round in 0..20u64 {
+            let threads: Vec<_> = (0..6)
+                .map(|_| {
+                    let store = Arc::clone(&store);
+                    thread::spawn(move || {
+                        let mut tx = store.write().unwrap();
+                        let c = Consume { new_count: round + 1, max_stored: round, time_shift: None };
+                        let won = tx.consume("H1", &c).unwrap();
+                        tx.commit().unwrap();
+                        won
+                    })
+                })
+                .collect();
+            let wins = threads.into_iter().map(|t| t.join().unwrap()).filter(|w| *w).count();
+            assert_eq!(wins, 1, "round {round}");
+        }
+        assert_eq!(store.read().unwrap().token("H1").unwrap().unwrap().count, 20);
+    }
+
+    #[test]
+    fn writes_survive_reopening_with_either_durability() {
+        for sync in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = SqliteConfig::new(dir.path().join("otpd.db"));
+            config.sync = sync;
+            let store = SqliteStore::open(config.clone()).unwrap();
+            insert(&store, "A").unwrap();
+            drop(store);
+            let reopened = SqliteStore::open(config).unwrap();
+            let mode: i64 =
+                reopened.take().unwrap().conn().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+            assert_eq!(mode, if sync { 2 } else { 1 }, "FULL is 2, NORMAL 1");
+            assert_eq!(serials(&reopened), ["A"]);
+        }
     }
 }

@@ -1,0 +1,575 @@
+#!/usr/bin/env bash
+# bench/compare.sh: otpd against FreeRADIUS (PAP from a users file) and
+# pam_otpd against pam_oath, on this machine, in one run.
+#
+# It installs what it needs (freeradius, freeradius-utils, libpam-oath,
+# oathtool, pamtester, jq), builds otpd, otpd-load and pam_otpd in release
+# mode, starts a private FreeRADIUS 3 and a private `otpd serve` on loopback
+# ports from a temporary directory, drives both with the same generator
+# (otpd-load), times PAM logins through pamtester, and prints a table with
+# the issue's targets marked met or missed. Everything it starts is stopped
+# and its temporary files and /etc/pam.d/otpd-bench-* are removed on exit.
+#
+# Run as root (it installs packages and writes /etc/pam.d), from anywhere:
+#   sudo bench/compare.sh [--users N] [--duration SECONDS] [--outstanding N]
+#                         [--out FILE] [--pam-logins N]
+# The same settings as environment variables: N, DURATION, OUTSTANDING, OUT,
+# PAM_LOGINS; further ones: PIN_USERS (50), TOTP_WINDOW (5), TOTP_USERS
+# (computed), THREADS (generator threads, 1), SOCKETS (4), FR_PORT (28120),
+# OTPD_PORT (28121; the next free port is taken when one is busy),
+# DURABILITY (written into otpd.toml when set), ENROLL=init (enroll with one
+# `otpd token init` a token even when `otpd token import` exists), KEEP=1
+# (keep the temp dir).
+# Exit status: 0 when every run and login behaved (targets missed or not),
+# 1 when something failed (wrong answers, failed logins), 2 on bad usage.
+
+set -euo pipefail
+
+N=${N:-1000}
+DURATION=${DURATION:-10}
+OUTSTANDING=${OUTSTANDING:-64}
+OUT=${OUT:-}
+PAM_LOGINS=${PAM_LOGINS:-200}
+PIN_USERS=${PIN_USERS:-50}
+TOTP_WINDOW=${TOTP_WINDOW:-5}
+TOTP_USERS=${TOTP_USERS:-}
+THREADS=${THREADS:-1}
+SOCKETS=${SOCKETS:-4}
+FR_PORT=${FR_PORT:-28120}
+OTPD_PORT=${OTPD_PORT:-28121}
+DURABILITY=${DURABILITY:-}
+KEEP=${KEEP:-}
+ENROLL=${ENROLL:-}
+
+usage() {
+    sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2
+    exit 2
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --users) N=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --outstanding) OUTSTANDING=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --pam-logins) PAM_LOGINS=$2; shift 2 ;;
+    -h | --help) usage ;;
+    *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+for var in N DURATION OUTSTANDING PAM_LOGINS PIN_USERS THREADS SOCKETS FR_PORT OTPD_PORT ${TOTP_USERS:+TOTP_USERS}; do
+    if ! [[ ${!var} =~ ^[1-9][0-9]*$ ]]; then
+        echo "compare.sh: $var must be a positive whole number, not '${!var}'" >&2
+        exit 2
+    fi
+done
+if ! [[ $TOTP_WINDOW =~ ^[0-9]+$ ]]; then
+    echo "compare.sh: TOTP_WINDOW must be a whole number of steps, not '$TOTP_WINDOW'" >&2
+    exit 2
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "compare.sh: run as root (it installs packages and writes /etc/pam.d)" >&2
+    exit 2
+fi
+
+# RFC 4226's test key, for every token; otpd-load and oathtool compute codes from it.
+KEY=3132333435363738393031323334353637383930
+SECRET=testing123
+PAP_PASSWORD=bench-password
+PIN=1234
+# Raised on the tokens of the reject runs: the default (10) would lock them
+# after a few requests and the runs would measure the cheaper locked path.
+MAX_FAIL=1000000000
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+log() { printf '%s\n' "== $*" >&2; }
+die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
+
+# Problems found on the way; reported at the end, they make the exit status 1.
+PROBLEMS=()
+problem() {
+    PROBLEMS+=("$*")
+    printf 'compare.sh: PROBLEM: %s\n' "$*" >&2
+}
+
+retry() {
+    local try
+    for try in 1 2 3; do
+        "$@" && return 0
+        log "failed (try $try of 3): $*"
+        sleep $((try * 5))
+    done
+    return 1
+}
+
+# --- what the script needs --------------------------------------------------
+
+install_packages() {
+    local pam_oath_ok=
+    dpkg-query -W -f='${Status}' libpam-oath 2>/dev/null | grep -q 'ok installed' && pam_oath_ok=1
+    if command -v freeradius >/dev/null && command -v radclient >/dev/null && command -v oathtool >/dev/null \
+        && command -v pamtester >/dev/null && command -v jq >/dev/null && [ -n "$pam_oath_ok" ]; then
+        return
+    fi
+    log "installing freeradius freeradius-utils libpam-oath oathtool pamtester jq"
+    export DEBIAN_FRONTEND=noninteractive
+    retry apt-get update -q || die "apt-get update failed"
+    retry apt-get install -y -q freeradius freeradius-utils libpam-oath oathtool pamtester jq \
+        || die "apt-get install failed"
+}
+
+build() {
+    local cargo
+    cargo=$(command -v cargo || true)
+    [ -n "$cargo" ] || [ ! -x "$HOME/.cargo/bin/cargo" ] || cargo=$HOME/.cargo/bin/cargo
+    [ -n "$cargo" ] || die "cargo not found (install Rust, e.g. with rustup)"
+    log "building otpd, otpd-load and pam_otpd (release)"
+    (cd "$ROOT" && "$cargo" build --release -q -p otpd -p pam_otpd) || die "cargo build failed"
+    local dir
+    dir=$(cd "$ROOT" && "$cargo" metadata --format-version 1 --no-deps | jq -r .target_directory)/release
+    OTPD=$dir/otpd
+    LOAD=$dir/otpd-load
+    PAM_OTPD=$dir/libpam_otpd.so
+    for f in "$OTPD" "$LOAD" "$PAM_OTPD"; do [ -e "$f" ] || die "the build made no $f"; done
+}
+
+# --- processes, ports, cleanup ----------------------------------------------
+
+FR_PID=
+OTPD_PID=
+WORK=
+cleanup() {
+    local pid
+    for pid in $FR_PID $OTPD_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in $FR_PID $OTPD_PID; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -f /etc/pam.d/otpd-bench-oath /etc/pam.d/otpd-bench-otpd /etc/pam.d/otpd-bench-permit
+    if [ -n "$WORK" ]; then
+        if [ -n "$KEEP" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Whether a UDP port is bound on any address (from /proc, no tools needed).
+port_busy() {
+    local hex
+    hex=$(printf '%04X' "$1")
+    awk -v h=":$hex" 'FNR > 1 && substr($2, length($2) - 4) == h { found = 1 } END { exit !found }' \
+        /proc/net/udp /proc/net/udp6 2>/dev/null
+}
+
+free_port() {
+    local port=$1 avoid=${2:-0}
+    while port_busy "$port" || [ "$port" -eq "$avoid" ]; do port=$((port + 1)); done
+    echo "$port"
+}
+
+# Waits until `pid` has bound UDP `port` (10 s at most).
+wait_bound() {
+    local pid=$1 port=$2 name=$3 log_file=$4
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || { tail -20 "$log_file" >&2; die "$name exited at startup"; }
+        port_busy "$port" && return
+        sleep 0.1
+    done
+    tail -20 "$log_file" >&2
+    die "$name did not bind port $port within 10 s"
+}
+
+# --- FreeRADIUS --------------------------------------------------------------
+
+# A copy of the packaged configuration (/etc/freeradius/3.0) with these changes:
+# * paths (raddbdir, logdir, run_dir) point into the temp dir, and the server
+#   stays root (user/group commented out): it reads files in a root-only dir;
+#   dropping privileges does not change the work per request.
+# * the default virtual server's listen sections (*:1812, *:1813, [::]) are
+#   removed and one auth listener on 127.0.0.1:FR_PORT feeds the same server;
+#   inner-tunnel (EAP only, port 18120) is disabled.
+# * clients.conf: one client, 127.0.0.1, secret testing123, and
+#   require_message_authenticator = yes, as otpd requires by default.
+# * post-auth adds Message-Authenticator to every reply, the BlastRADIUS
+#   mitigation otpd applies (FreeRADIUS 3.2.5 and later do it themselves,
+#   3.2.1 of Debian 12 does not); otpd-load insists on it.
+# * reject_delay = 0 (packaged: 1): FreeRADIUS holds every Access-Reject back
+#   for a second, so a reject run would measure the delay (outstanding / 1 s),
+#   not the work; otpd sends rejects at once (failcounters lock guessed tokens).
+# * the users file (mods-config/files/authorize) holds the N users only, all
+#   with the same password.
+# The default site's authorize/authenticate/post-auth modules are untouched
+# (chap, mschap, digest, suffix, eap, files, expiration, logintime, pap);
+# auth logging is off as packaged, and no accounting is sent, so the detail
+# and linelog modules never run.
+setup_freeradius() {
+    local raddb=$WORK/raddb
+    cp -a /etc/freeradius/3.0 "$raddb"
+    mkdir -p "$WORK/fr-log" "$WORK/fr-run"
+    sed -i -e "s|^raddbdir = .*|raddbdir = $raddb|" \
+        -e "s|^logdir = .*|logdir = $WORK/fr-log|" \
+        -e "s|^run_dir = .*|run_dir = $WORK/fr-run|" \
+        -e 's/^\(\s*\)\(user\|group\) = freerad/\1#\2 = freerad/' \
+        -e 's/^\(\s*\)reject_delay = .*/\1reject_delay = 0/' "$raddb/radiusd.conf"
+    grep -q '^\s*\(user\|group\) = ' "$raddb/radiusd.conf" && die "could not make FreeRADIUS stay root"
+    grep -q '^\s*reject_delay = 0$' "$raddb/radiusd.conf" || die "could not set FreeRADIUS's reject_delay to 0"
+    rm -f "$raddb/sites-enabled/inner-tunnel" "$raddb/sites-enabled/default"
+    # Drop every listen { ... } block (braces counted outside comments).
+    awk '
+        function braces(s) { sub(/#.*/, "", s); return gsub(/\{/, "{", s) - gsub(/\}/, "}", s) }
+        !skip && /^[ \t]*listen[ \t]*\{/ { skip = 1; depth = braces($0); if (depth <= 0) skip = 0; next }
+        skip { depth += braces($0); if (depth <= 0) skip = 0; next }
+        { print }
+    ' "$raddb/sites-available/default" >"$raddb/sites-enabled/default"
+    grep -q '^[[:space:]]*listen[[:space:]]*{' "$raddb/sites-enabled/default" \
+        && die "could not remove the listen sections of the FreeRADIUS default site"
+    # Message-Authenticator on accepts (post-auth) and rejects (Post-Auth-Type REJECT).
+    sed -i -e 's|^post-auth {|&\n\tupdate reply {\n\t\t\&Message-Authenticator := 0x00\n\t}|' \
+        -e 's|^\(\s*\)Post-Auth-Type REJECT {|&\n\1\tupdate reply {\n\1\t\t\&Message-Authenticator := 0x00\n\1\t}|' \
+        "$raddb/sites-enabled/default"
+    [ "$(grep -c 'Message-Authenticator := 0x00' "$raddb/sites-enabled/default")" -eq 2 ] \
+        || die "could not add Message-Authenticator to the FreeRADIUS replies"
+    cat >"$raddb/sites-enabled/bench-listen" <<EOF
+listen {
+	type = auth
+	ipaddr = 127.0.0.1
+	port = $FR_PORT
+	virtual_server = default
+}
+EOF
+    cat >"$raddb/clients.conf" <<EOF
+client bench {
+	ipaddr = 127.0.0.1
+	secret = $SECRET
+	require_message_authenticator = yes
+}
+EOF
+    awk -v n="$N" -v pw="$PAP_PASSWORD" 'BEGIN { for (i = 0; i < n; i++) printf "user%d Cleartext-Password := \"%s\"\n", i, pw }' \
+        >"$raddb/mods-config/files/authorize"
+    freeradius -C -d "$raddb" >"$WORK/freeradius-check.log" 2>&1 \
+        || { tail -20 "$WORK/freeradius-check.log" >&2; die "the FreeRADIUS configuration does not load"; }
+}
+
+start_freeradius() {
+    # -f: foreground; -l stdout: log to stdout (not -X: debug output is far too slow).
+    freeradius -f -d "$WORK/raddb" -l stdout >"$WORK/freeradius.log" 2>&1 &
+    FR_PID=$!
+    wait_bound "$FR_PID" "$FR_PORT" FreeRADIUS "$WORK/freeradius.log"
+}
+
+# --- otpd ----------------------------------------------------------------------
+
+CONF=
+otpd_cli() { "$OTPD" --config "$CONF" "$@"; }
+
+setup_otpd() {
+    local dir=$WORK/otpd
+    mkdir -p "$dir"
+    CONF=$dir/otpd.toml
+    {
+        echo 'database = "otpd.db"'
+        echo 'key_file = "otpd.key"'
+        [ -z "$DURABILITY" ] || echo "durability = \"$DURABILITY\""
+        cat <<EOF
+[radius]
+listen = ["127.0.0.1:$OTPD_PORT"]
+
+[[radius.clients]]
+name = "lo"
+address = "127.0.0.1/32"
+secret = "$SECRET"
+
+[[realms]]
+name = "corp"
+default = true
+resolvers = ["u"]
+
+[[resolvers]]
+name = "u"
+type = "passwdfile"
+path = "users"
+EOF
+    } >"$CONF"
+    {
+        awk -v n="$N" 'BEGIN { for (i = 0; i < n; i++) printf "user%d:*\n", i }'
+        awk -v n="$PIN_USERS" 'BEGIN { for (i = 0; i < n; i++) printf "puser%d:*\n", i }'
+        echo 'pamuser:*'
+    } >"$dir/users"
+    if [ "$ENROLL" != init ] && otpd_cli token import --help >/dev/null 2>&1; then
+        IMPORT=1
+        log "enrolling tokens with 'otpd token import'"
+    else
+        IMPORT=
+        log "enrolling tokens one 'otpd token init' at a time ('otpd token import' is not available)"
+    fi
+    enroll hotp H user "$N"
+    enroll hotp P puser "$PIN_USERS"
+    enroll hotp PAM pamuser 1 single
+    # PINs for the puser tokens; failcounters that never lock for the reject runs.
+    log "setting PINs and maxfail"
+    {
+        awk -v n="$N" 'BEGIN { for (i = 0; i < n; i++) printf "H-user%d\n", i }' | sed 's/$/ --max-fail '"$MAX_FAIL"'/'
+        awk -v n="$PIN_USERS" 'BEGIN { for (i = 0; i < n; i++) printf "P-puser%d\n", i }' \
+            | sed 's/$/ --max-fail '"$MAX_FAIL"' --pin '"$PIN"'/'
+    } | xargs -L 1 "$OTPD" --config "$CONF" token set >/dev/null \
+        || die "otpd token set failed"
+}
+
+# enroll TYPE SERIAL_PREFIX USER_PREFIX COUNT [single]: tokens SERIAL_PREFIX-USERk for
+# users USERk (k = 0..COUNT-1), or one token for user USER_PREFIX with "single".
+enroll() {
+    local type=$1 sp=$2 up=$3 count=$4 single=${5:-} timestep="" csv=$WORK/otpd/import-$2.csv
+    [ "$type" = totp ] && timestep=30
+    if [ -n "$single" ]; then
+        printf '%s-%s,%s,%s,6,%s,%s,\n' "$sp" "$up" "$KEY" "$type" "$timestep" "$up" >"$csv"
+    else
+        awk -v n="$count" -v sp="$sp" -v up="$up" -v key="$KEY" -v type="$type" -v ts="$timestep" \
+            'BEGIN { for (i = 0; i < n; i++) printf "%s-%s%d,%s,%s,6,%s,%s%d,\n", sp, up, i, key, type, ts, up, i }' >"$csv"
+    fi
+    if [ -n "$IMPORT" ]; then
+        otpd_cli token import "$csv" >/dev/null || die "otpd token import $csv failed"
+    else
+        # serial,key,type,digits,timestep,user,realm -> token init arguments.
+        awk -F, '{ printf "--serial %s --otpkey %s --type %s --digits %s%s --user %s\n", $1, $2, $3, $4, ($5 == "" ? "" : " --timestep " $5), $6 }' "$csv" \
+            | xargs -L 1 "$OTPD" --config "$CONF" token init >/dev/null \
+            || die "otpd token init failed"
+    fi
+}
+
+start_otpd() {
+    (cd "$WORK/otpd" && exec "$OTPD" --config "$CONF" serve) >"$WORK/otpd.log" 2>&1 &
+    OTPD_PID=$!
+    wait_bound "$OTPD_PID" "$OTPD_PORT" otpd "$WORK/otpd.log"
+}
+
+# --- load runs -------------------------------------------------------------------
+
+declare -A RATE P50 P99 CPU SENT ACCEPT REJECT TIMEOUT BAD LABEL
+RUNS=()
+
+# run NAME LABEL EXPECT(accept|reject|any) PORT PID [otpd-load flags...]
+run() {
+    local name=$1 label=$2 expect=$3 port=$4 pid=$5
+    shift 5
+    local json=$WORK/run-$name.json
+    log "run $name: $label"
+    "$LOAD" --server "127.0.0.1:$port" --secret "$SECRET" --server-pid "$pid" --json \
+        --threads "$THREADS" "$@" >"$json" 2>"$WORK/run-$name.log" \
+        || { tail -5 "$WORK/run-$name.log" >&2; die "otpd-load failed in run $name"; }
+    RUNS+=("$name")
+    LABEL[$name]=$label
+    RATE[$name]=$(jq -r '.requests_per_s' "$json")
+    P50[$name]=$(jq -r '.latency_us.p50' "$json")
+    P99[$name]=$(jq -r '.latency_us.p99' "$json")
+    CPU[$name]=$(jq -r '.server_cpu_us_per_request // 0' "$json")
+    SENT[$name]=$(jq -r '.sent' "$json")
+    ACCEPT[$name]=$(jq -r '.accept' "$json")
+    REJECT[$name]=$(jq -r '.reject' "$json")
+    TIMEOUT[$name]=$(jq -r '.timeout' "$json")
+    BAD[$name]=$(jq -r '.bad' "$json")
+    printf '   %.0f requests/s, p50 %s, p99 %s, accept %s, reject %s, timeout %s, bad %s\n' \
+        "${RATE[$name]}" "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" "${ACCEPT[$name]}" \
+        "${REJECT[$name]}" "${TIMEOUT[$name]}" "${BAD[$name]}" >&2
+    [ "${BAD[$name]}" -eq 0 ] || problem "run $name: ${BAD[$name]} answers failed verification"
+    case $expect in
+    accept) [ "${REJECT[$name]}" -eq 0 ] || problem "run $name: ${REJECT[$name]} rejects in an accept run" ;;
+    reject) [ "${ACCEPT[$name]}" -eq 0 ] || problem "run $name: ${ACCEPT[$name]} accepts in a reject run" ;;
+    esac
+    [ "$expect" = any ] || [ "${TIMEOUT[$name]}" -eq 0 ] || problem "run $name: ${TIMEOUT[$name]} timeouts"
+    [ "$((ACCEPT[$name] + REJECT[$name]))" -gt 0 ] || problem "run $name: no answers"
+}
+
+# µs -> "0.42 ms"
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
+# a / b with two decimals ("-" when b is 0)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
+# Whether a >= b (floats).
+at_least() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+ceil_div() { echo $((($1 + $2 - 1) / $2)); }
+
+# --- PAM ---------------------------------------------------------------------------
+
+# Times PAM_LOGINS pamtester logins through SERVICE as USER with fresh HOTP codes
+# (counters 0..PAM_LOGINS-1); sets PAM_MS (ms per login) and counts failures.
+time_pam() {
+    local service=$1 user=$2 code start end failures=0
+    local codes
+    mapfile -t codes < <(oathtool --hotp -w "$((PAM_LOGINS - 1))" "$KEY")
+    [ "${#codes[@]}" -eq "$PAM_LOGINS" ] || die "oathtool gave ${#codes[@]} codes, not $PAM_LOGINS"
+    start=$(date +%s%N)
+    for code in "${codes[@]}"; do
+        # A here-string, not a pipe: pam_permit never reads the code, and with
+        # pipefail a writer killed by SIGPIPE would count as a failed login.
+        if ! pamtester "$service" "$user" authenticate <<<"$code" >/dev/null 2>>"$WORK/pam-$service.log"; then
+            failures=$((failures + 1))
+        fi
+    done
+    end=$(date +%s%N)
+    PAM_MS=$(awk -v ns="$((end - start))" -v n="$PAM_LOGINS" 'BEGIN { printf "%.2f", ns / n / 1e6 }')
+    [ "$failures" -eq 0 ] || problem "PAM $service: $failures of $PAM_LOGINS logins failed (see $WORK/pam-$service.log)"
+    log "PAM $service: $PAM_MS ms per login, $failures failures"
+}
+
+bench_pam() {
+    local pam_dir=$WORK/pam
+    mkdir -p "$pam_dir"
+    printf 'HOTP pamuser - %s\n' "$KEY" >"$pam_dir/users.oath"
+    chown root:root "$pam_dir/users.oath"
+    chmod 0600 "$pam_dir/users.oath"
+    echo "auth required pam_oath.so usersfile=$pam_dir/users.oath window=20" >/etc/pam.d/otpd-bench-oath
+    echo "auth required $PAM_OTPD config=$CONF" >/etc/pam.d/otpd-bench-otpd
+    # pamtester's own cost (process start, libpam, the conversation), for reference.
+    echo "auth required pam_permit.so" >/etc/pam.d/otpd-bench-permit
+    time_pam otpd-bench-permit pamuser
+    PAM_PERMIT_MS=$PAM_MS
+    time_pam otpd-bench-oath pamuser
+    PAM_OATH_MS=$PAM_MS
+    time_pam otpd-bench-otpd pamuser
+    PAM_OTPD_MS=$PAM_MS
+}
+
+# --- the report ----------------------------------------------------------------------
+
+TARGETS=()
+target() { # target TEXT MET(0|1)
+    local mark=missed
+    [ "$2" -eq 1 ] && mark=met
+    TARGETS+=("$1|$mark")
+}
+
+report() {
+    local name base line md
+    md=$WORK/report.md
+    {
+        echo "otpd $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?') against $(freeradius -v 2>/dev/null | head -1 | sed 's/^radiusd: //; s/, for host.*//')," \
+            "$(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(date -u +%Y-%m-%d)."
+        echo "$N users, $DURATION s per run, $OUTSTANDING outstanding over $SOCKETS sockets, generator threads $THREADS;" \
+            "otpd durability ${DURABILITY:-default (power-loss, fsync per commit)}; TOTP window ±$TOTP_WINDOW steps over $TOTP_USERS users."
+        echo
+        echo "| run | requests/s | p50 | p99 | server CPU µs/request | timeouts | vs FreeRADIUS |"
+        echo "|---|---|---|---|---|---|---|"
+        for name in "${RUNS[@]}"; do
+            base=-
+            case $name in
+            c | d | g | recovered) base=$(ratio "${RATE[$name]}" "${RATE[a]}")x ;;
+            e | f) base=$(ratio "${RATE[$name]}" "${RATE[b]}")x ;;
+            esac
+            printf '| %s | %.0f | %s | %s | %.0f | %s | %s |\n' "${LABEL[$name]}" "${RATE[$name]}" \
+                "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" "${CPU[$name]}" "${TIMEOUT[$name]}" "$base"
+        done
+        echo
+        echo "PAM, $PAM_LOGINS pamtester logins each (HOTP, no PIN): pam_oath $PAM_OATH_MS ms per login," \
+            "pam_otpd $PAM_OTPD_MS ms per login ($(ratio "$PAM_OTPD_MS" "$PAM_OATH_MS")x pam_oath);" \
+            "pamtester with pam_permit alone: $PAM_PERMIT_MS ms."
+        echo
+        echo "| target | result |"
+        echo "|---|---|"
+        for line in "${TARGETS[@]}"; do
+            printf '| %s | %s |\n' "${line%|*}" "${line##*|}"
+        done
+    } >"$md"
+    echo
+    cat "$md"
+    if [ -n "$OUT" ]; then
+        cp "$md" "$OUT"
+        log "markdown written to $OUT"
+    fi
+}
+
+# --- main ----------------------------------------------------------------------------
+
+install_packages
+build
+WORK=$(mktemp -d /tmp/otpd-bench.XXXXXX)
+FR_PORT=$(free_port "$FR_PORT")
+OTPD_PORT=$(free_port "$OTPD_PORT" "$FR_PORT")
+log "work dir $WORK; FreeRADIUS on 127.0.0.1:$FR_PORT, otpd on 127.0.0.1:$OTPD_PORT"
+
+setup_freeradius
+setup_otpd
+start_freeradius
+start_otpd
+
+common=(--duration "${DURATION}s" --outstanding "$OUTSTANDING" --sockets "$SOCKETS")
+users=(--user-pattern 'user{n}' --users "$N")
+pin_users=(--user-pattern 'puser{n}' --users "$PIN_USERS")
+
+run a "FreeRADIUS PAP accept" accept "$FR_PORT" "$FR_PID" "${common[@]}" "${users[@]}" --password-fixed "$PAP_PASSWORD"
+run b "FreeRADIUS PAP reject" reject "$FR_PORT" "$FR_PID" "${common[@]}" "${users[@]}" --password-fixed wrong-password
+kill "$FR_PID"
+wait "$FR_PID" 2>/dev/null || true
+FR_PID=
+
+run c "otpd HOTP accept" accept "$OTPD_PORT" "$OTPD_PID" "${common[@]}" "${users[@]}" --hotp-key "$KEY"
+hotp_next=$(ceil_div "${SENT[c]}" "$N")
+
+# TOTP: each user logs in with steps now-W .. now+W once each (2W+1 logins a
+# user, more only as the clock moves on), so the run needs about
+# rate x duration / (2W+1) users not to be capped by them; 1.5x HOTP's rate for margin.
+if [ -z "$TOTP_USERS" ]; then
+    TOTP_USERS=$(awk -v r="${RATE[c]}" -v d="$DURATION" -v w="$TOTP_WINDOW" \
+        'BEGIN { n = int(r * 1.5 * d / (2 * w + 1)) + 1; if (n < 100) n = 100; print n }')
+fi
+log "enrolling $TOTP_USERS TOTP users"
+awk -v n="$TOTP_USERS" 'BEGIN { for (i = 0; i < n; i++) printf "tuser%d:*\n", i }' >>"$WORK/otpd/users"
+enroll totp T tuser "$TOTP_USERS"
+run d "otpd TOTP accept" accept "$OTPD_PORT" "$OTPD_PID" "${common[@]}" --user-pattern 'tuser{n}' \
+    --users "$TOTP_USERS" --totp-key "$KEY" --totp-window "$TOTP_WINDOW"
+if at_least "${ACCEPT[d]}" "$(awk -v u="$TOTP_USERS" -v w="$TOTP_WINDOW" 'BEGIN { print u * (2 * w + 1) * 0.95 }')"; then
+    problem "run d: the TOTP users were (nearly) used up; set TOTP_USERS higher"
+fi
+
+half=$(awk -v r="${RATE[c]}" 'BEGIN { printf "%.0f", r / 2 }')
+run h "otpd HOTP accept at half peak ($half/s)" accept "$OTPD_PORT" "$OTPD_PID" "${common[@]}" "${users[@]}" \
+    --hotp-key "$KEY" --hotp-start "$hotp_next" --rate "$half"
+hotp_next=$((hotp_next + $(ceil_div "${SENT[h]}" "$N")))
+
+run e "otpd reject, wrong code, no PIN" reject "$OTPD_PORT" "$OTPD_PID" "${common[@]}" "${users[@]}" --password-fixed 000000
+# The first check of each PIN runs Argon2id (tens of ms) and otpd remembers the
+# verdict; one request per PIN user first, so run f measures the steady state.
+"$LOAD" --server "127.0.0.1:$OTPD_PORT" --secret "$SECRET" --json --requests "$PIN_USERS" --outstanding 2 \
+    --timeout 10s "${pin_users[@]}" --password-fixed "${PIN}000000" >"$WORK/warm-pins.json" 2>/dev/null \
+    || die "otpd-load failed warming up the PIN users"
+run f "otpd reject, right PIN, wrong code" reject "$OTPD_PORT" "$OTPD_PID" "${common[@]}" "${pin_users[@]}" --password-fixed "${PIN}000000"
+run g "otpd PIN+HOTP accept" accept "$OTPD_PORT" "$OTPD_PID" "${common[@]}" "${pin_users[@]}" --pin "$PIN" --hotp-key "$KEY"
+
+# Overload: wrong codes (no one-shot state to get out of step when requests are
+# dropped) offered at twice the reject peak with up to 1024 in flight; otpd takes
+# 256 at a time and drops the rest, which the generator counts as timeouts.
+over=$(awk -v r="${RATE[e]}" 'BEGIN { printf "%.0f", r * 2 }')
+run overload "otpd overload: wrong codes offered at $over/s, 1024 outstanding" any "$OTPD_PORT" "$OTPD_PID" \
+    --duration "${DURATION}s" --outstanding 1024 --sockets 4 --timeout 1s --rate "$over" "${users[@]}" --password-fixed 000000
+[ "${TIMEOUT[overload]}" -gt 0 ] || log "note: the overload run had no timeouts (otpd kept up)"
+kill -0 "$OTPD_PID" 2>/dev/null || die "otpd died under overload (see $WORK/otpd.log)"
+sleep 2
+run recovered "otpd HOTP accept right after the overload" accept "$OTPD_PORT" "$OTPD_PID" "${common[@]}" "${users[@]}" \
+    --hotp-key "$KEY" --hotp-start "$hotp_next"
+
+bench_pam
+
+at_least "$(ratio "${RATE[c]}" "${RATE[a]}")" 1.0 && met=1 || met=0
+target "HOTP accept ≥ 1.0× PAP accept ($(ratio "${RATE[c]}" "${RATE[a]}")×)" "$met"
+at_least "$(ratio "${RATE[d]}" "${RATE[a]}")" 1.0 && met=1 || met=0
+target "TOTP accept ≥ 1.0× PAP accept ($(ratio "${RATE[d]}" "${RATE[a]}")×)" "$met"
+at_least 2000 "${P99[h]}" && met=1 || met=0
+target "p99 ≤ 2 ms at half of peak ($(ms "${P99[h]}") at $half/s)" "$met"
+at_least "$(ratio "${RATE[e]}" "${RATE[b]}")" 1.0 && met=1 || met=0
+target "reject (no PIN) ≥ 1.0× PAP reject ($(ratio "${RATE[e]}" "${RATE[b]}")×)" "$met"
+at_least "$(ratio "${RATE[f]}" "${RATE[b]}")" 1.0 && met=1 || met=0
+target "reject (PIN tokens) ≥ 1.0× PAP reject ($(ratio "${RATE[f]}" "${RATE[b]}")×)" "$met"
+at_least 1.2 "$(ratio "$PAM_OTPD_MS" "$PAM_OATH_MS")" && met=1 || met=0
+target "pam_otpd ≤ 1.2× pam_oath per login ($(ratio "$PAM_OTPD_MS" "$PAM_OATH_MS")×)" "$met"
+# Recovered: the run after the overload has every answer, none late or lost, at
+# least half of the HOTP peak (the table has the exact figure).
+[ "${TIMEOUT[recovered]}" -eq 0 ] && [ "${REJECT[recovered]}" -eq 0 ] \
+    && at_least "${RATE[recovered]}" "$(awk -v r="${RATE[c]}" 'BEGIN { print r / 2 }')" && met=1 || met=0
+target "keeps answering under overload and recovers (overload: $(printf '%.0f' "${RATE[overload]}")/s answered, ${TIMEOUT[overload]} timeouts counted; after: $(printf '%.0f' "${RATE[recovered]}")/s, no timeouts)" "$met"
+
+report
+
+if [ "${#PROBLEMS[@]}" -gt 0 ]; then
+    printf '\ncompare.sh: %d problem(s):\n' "${#PROBLEMS[@]}" >&2
+    printf '  %s\n' "${PROBLEMS[@]}" >&2
+    exit 1
+fi
