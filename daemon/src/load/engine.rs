@@ -142,12 +142,17 @@ impl Shared {
         }
     }
 
-    fn release(&self, user: usize) {
+    /// `user`'s request was answered, or (`answered` false) timed out.
+    fn release(&self, user: usize, answered: bool) {
         if !self.exclusive {
             return;
         }
         if let Ok(mut feed) = self.feed.lock() {
-            feed.source.release(user);
+            if answered {
+                feed.source.release(user);
+            } else {
+                feed.source.release_unanswered(user);
+            }
         }
         self.released.notify_waiters();
     }
@@ -324,7 +329,7 @@ impl Flight {
             {
                 self.in_flight -= 1;
                 bump(&shared.counters.timeout);
-                shared.release(pending.user);
+                shared.release(pending.user, false);
             }
         }
     }
@@ -339,7 +344,7 @@ impl Flight {
             return;
         };
         self.in_flight -= 1;
-        shared.release(pending.user);
+        shared.release(pending.user, true);
         let counters = &shared.counters;
         let secret = &shared.settings.secret;
         match codec::verify_response(datagram, &pending.authenticator, secret) {

@@ -159,10 +159,15 @@ impl Source {
 
     /// The next request at `now` (time since the Unix epoch, for TOTP).
     pub fn next(&mut self, now: Duration) -> Next {
-        let user = self.cursor;
-        if self.busy.get(user).copied().unwrap_or(false) {
+        // Round robin over the users that have no request in flight: one
+        // user waiting for a timeout must not hold up the others.
+        let count = self.users.len().max(1);
+        let Some(user) = (0..count)
+            .map(|i| (self.cursor + i) % count)
+            .find(|u| !self.busy.get(*u).copied().unwrap_or(false))
+        else {
             return Next::Busy;
-        }
+        };
         let code = match &mut self.passwords {
             Passwords::Fixed(text) => text.clone(),
             Passwords::List { values, next } => {
@@ -205,6 +210,19 @@ impl Source {
         if let Some(flag) = self.busy.get_mut(user) {
             *flag = false;
         }
+    }
+
+    /// The request of `user` timed out: most likely it was dropped unseen,
+    /// so its HOTP code is sent again rather than skipped (a server that is
+    /// shedding load would otherwise see users run past its counter window).
+    pub fn release_unanswered(&mut self, user: usize) {
+        if let Passwords::Hotp { counters, .. } = &mut self.passwords
+            && self.exclusive
+            && let Some(counter) = counters.get_mut(user)
+        {
+            *counter = counter.saturating_sub(1);
+        }
+        self.release(user);
     }
 
     /// Whether a user may have only one request in flight.
@@ -267,6 +285,24 @@ mod tests {
         source.release(1);
         assert_eq!(source.next(NOW), Next::Exhausted);
         assert!(Passwords::from_lines("\n").is_err());
+    }
+
+    #[test]
+    fn busy_users_are_skipped_and_a_timed_out_code_is_sent_again() {
+        // RFC 4226 appendix D: 755224 (0), 287082 (1), 359152 (2).
+        let mut source =
+            Source::new(Users::pattern("u{n}", 3).unwrap(), Passwords::hotp(RFC_KEY.to_vec(), 6, 0, 3), "");
+        assert_eq!(request(source.next(NOW)), (0, "u0".into(), "755224".into()));
+        assert_eq!(request(source.next(NOW)), (1, "u1".into(), "755224".into()));
+        source.release(1);
+        // u2 is next; then u0 is still busy, so u1 comes before it.
+        assert_eq!(request(source.next(NOW)).0, 2);
+        assert_eq!(request(source.next(NOW)), (1, "u1".into(), "287082".into()));
+        // u0's request timed out: its code is sent again.
+        source.release_unanswered(0);
+        assert_eq!(request(source.next(NOW)), (0, "u0".into(), "755224".into()));
+        source.release(0);
+        assert_eq!(request(source.next(NOW)), (0, "u0".into(), "287082".into()));
     }
 
     #[test]

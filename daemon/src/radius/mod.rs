@@ -5,7 +5,7 @@
 //! * `clients`: which configured client a source address belongs to.
 //! * `cache`: the reply cache that answers retransmissions.
 //! * `droplog`: rate-limited logging of dropped datagrams.
-//! * `server`: the sockets, the worker hand-off, reload and shutdown.
+//! * `server`: the sockets, the core threads, reload and shutdown.
 
 mod cache;
 mod clients;
@@ -14,4 +14,4 @@ mod droplog;
 mod server;
 
 pub use clients::{ClientError, ClientTable};
-pub use server::{ServeError, serve};
+pub use server::{Dropped, ServeError, State, serve};

@@ -1,22 +1,28 @@
 //! The RADIUS listener: one receive loop per `radius.listen` address, each
 //! datagram checked (client, packet shape, Message-Authenticator, reply
-//! cache) on the loop and then handed to a worker task that calls the
-//! blocking core on tokio's blocking pool, so a slow store or userstore
-//! never stalls the socket. A semaphore bounds the requests in flight:
-//! beyond it, requests are shed with a logged drop. SIGHUP reloads the
-//! configuration; SIGTERM (or SIGINT) stops the loops and drains in-flight
-//! requests. Shutdown is handled in `serve` alone.
+//! cache) on the loop and then queued for a pool of core threads, which
+//! call the blocking core, send the reply themselves and cache it. A slow
+//! store or userstore never stalls the socket, and a login costs one
+//! thread hand-off. The queue is bounded: beyond it, requests are shed
+//! with a counted, logged drop. The core threads are many (a login mostly
+//! waits for the shared commit of its group; see the SQLite store), so
+//! that concurrent logins share one fsync. SIGHUP reloads the
+//! configuration; SIGTERM (or SIGINT) stops the loops and drains the
+//! queue. Shutdown is handled in `serve` alone.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use otpd_core::config::RadiusClientConfig;
 use otpd_core::{AuthRequest, Config, Front, Otpd, Outcome};
 use tokio::net::UdpSocket;
+use tokio::runtime::Handle;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::cache::{Key, Lookup, ReplyCache};
@@ -24,13 +30,13 @@ use super::clients::{ClientError, ClientTable};
 use super::codec::{self, MessageAuthenticator, Packet, attr, code};
 use super::droplog::DropLog;
 
-/// Requests handed to workers and not yet answered, at most.
-const MAX_IN_FLIGHT: usize = 256;
-/// Threads that run the core at once; the other requests in flight queue
-/// for them. Enough for large commit groups, few enough that each keeps a
+/// Threads that run the core; the other requests in flight queue for
+/// them. Enough for large commit groups, few enough that each keeps a
 /// pooled store connection.
 const CORE_THREADS: usize = 64;
-/// How long SIGTERM waits for in-flight requests.
+/// Requests waiting for a core thread, at most; beyond, requests are shed.
+const QUEUE: usize = 192;
+/// How long SIGTERM waits for queued and running requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_MESSAGE: &[u8] = b"otpd access granted";
 
@@ -49,7 +55,7 @@ pub enum ServeError {
 }
 
 /// What a reload replaces: the core (store, realms, policies) and clients.
-struct State {
+pub struct State {
     otpd: Arc<Otpd>,
     clients: ClientTable,
 }
@@ -57,17 +63,62 @@ struct State {
 impl State {
     fn load(config_path: Option<&std::path::Path>) -> Result<(State, Config), ServeError> {
         let config = Config::locate(config_path).map_err(otpd_core::Error::from)?;
-        let clients = ClientTable::new(&config.radius.clients)?;
-        let otpd = Arc::new(Otpd::open(config.clone())?);
-        Ok((State { otpd, clients }, config))
+        Ok((State::open(config.clone())?, config))
     }
+
+    /// Opens the core and the client table of `config`.
+    pub fn open(config: Config) -> Result<State, ServeError> {
+        let clients = ClientTable::new(&config.radius.clients)?;
+        let otpd = Arc::new(Otpd::open(config)?);
+        Ok(State { otpd, clients })
+    }
+
+    /// One datagram handled from end to end, synchronously and without the
+    /// reply cache: the reply, or why the datagram is dropped. What the
+    /// receive loop and a core thread do together, for tests and fuzzing.
+    pub fn handle(&self, data: &[u8], source: SocketAddr) -> Result<Vec<u8>, Dropped> {
+        match check(&self.clients, data, source)? {
+            Checked::Reply(reply) => Ok(reply),
+            Checked::Work(client) => Ok(answer(&self.otpd, client, data, source)),
+        }
+    }
+}
+
+/// Why a datagram gets no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl Dropped {
+    fn new(kind: &'static str, detail: String) -> Self {
+        Dropped { kind, detail }
+    }
+}
+
+/// A checked datagram: answered at once (Status-Server), or an
+/// Access-Request of this client for the core.
+enum Checked<'a> {
+    Reply(Vec<u8>),
+    Work(&'a RadiusClientConfig),
+}
+
+/// One Access-Request for a core thread.
+struct Job {
+    otpd: Arc<Otpd>,
+    client: RadiusClientConfig,
+    raw: Vec<u8>,
+    source: SocketAddr,
+    key: Key,
+    socket: Arc<UdpSocket>,
 }
 
 struct Shared {
     state: RwLock<Arc<State>>,
     cache: ReplyCache,
     drops: DropLog,
-    permits: Arc<Semaphore>,
+    runtime: Handle,
 }
 
 impl Shared {
@@ -80,7 +131,6 @@ impl Shared {
 pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(CORE_THREADS)
         .thread_name("otpd")
         .build()
         .map_err(ServeError::Runtime)?;
@@ -108,8 +158,11 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         state: RwLock::new(Arc::new(state)),
         cache: ReplyCache::default(),
         drops: DropLog::default(),
-        permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        runtime: Handle::current(),
     });
+    let (jobs, queue) = crossbeam_channel::bounded::<Job>(QUEUE);
+    let workers = start_core_threads(&shared, &queue).map_err(ServeError::Runtime)?;
+    drop(queue);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
     for socket in sockets {
@@ -117,8 +170,9 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
             .local_addr()
             .map_err(|source| ServeError::Bind { addr: config.radius.listen[0], source })?;
         info!("listening on {addr} ({} clients)", shared.state().clients.len());
-        loops.push(tokio::spawn(receive_loop(socket, shared.clone(), stop_rx.clone())));
+        loops.push(tokio::spawn(receive_loop(socket, shared.clone(), jobs.clone(), stop_rx.clone())));
     }
+    drop(jobs);
 
     let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Runtime)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;
@@ -131,16 +185,59 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         }
     }
 
-    info!("stopping: no new requests; waiting for those in flight");
+    info!("stopping: no new requests; answering those queued and in flight");
     let _ = stop_tx.send(true);
     for l in loops {
         let _ = l.await;
     }
-    match tokio::time::timeout(DRAIN_TIMEOUT, shared.permits.acquire_many(MAX_IN_FLIGHT as u32)).await {
-        Ok(_) => info!("stopped"),
+    // The loops held the last senders: the core threads finish the queue and end.
+    let drained = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+    });
+    match tokio::time::timeout(DRAIN_TIMEOUT, drained).await {
+        Ok(_) => info!("stopped; {}", shared.drops.totals()),
         Err(_) => warn!("stopped with requests still in flight after {DRAIN_TIMEOUT:?}"),
     }
     Ok(())
+}
+
+/// The core threads: each takes a queued request, asks the core, sends
+/// and caches the reply, until the queue is closed and empty.
+fn start_core_threads(shared: &Arc<Shared>, queue: &Receiver<Job>) -> std::io::Result<Vec<JoinHandle<()>>> {
+    (0..CORE_THREADS)
+        .map(|i| {
+            let (shared, queue) = (shared.clone(), queue.clone());
+            std::thread::Builder::new().name(format!("otpd-core-{i}")).spawn(move || {
+                for job in queue {
+                    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        answer(&job.otpd, &job.client, &job.raw, job.source)
+                    }));
+                    let reply = Arc::new(answered.unwrap_or_else(|_| {
+                        error!("a core thread panicked answering {}; rejected", job.source);
+                        internal_error_reply(&job.client, &job.raw)
+                    }));
+                    // Cached before it is sent, so a retransmission that
+                    // crosses the reply on the wire finds it.
+                    shared.cache.finish(job.key, reply.clone());
+                    send_from_thread(&shared, &job.socket, &reply, job.source);
+                }
+            })
+        })
+        .collect()
+}
+
+/// Sends from a core thread: directly when the socket takes the datagram
+/// (the usual case), else by waiting for it on the runtime.
+fn send_from_thread(shared: &Shared, socket: &UdpSocket, reply: &[u8], target: SocketAddr) {
+    match socket.try_send_to(reply, target) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            shared.runtime.block_on(send(socket, reply, target));
+        }
+        Err(e) => warn!("cannot send a reply to {target}: {e}"),
+    }
 }
 
 async fn reload(shared: &Shared, config_path: Option<PathBuf>) {
@@ -156,13 +253,18 @@ async fn reload(shared: &Shared, config_path: Option<PathBuf>) {
     }
 }
 
-async fn receive_loop(socket: Arc<UdpSocket>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn receive_loop(
+    socket: Arc<UdpSocket>,
+    shared: Arc<Shared>,
+    jobs: Sender<Job>,
+    mut stop: watch::Receiver<bool>,
+) {
     // One byte more than the largest packet, to notice oversized datagrams.
     let mut buf = vec![0u8; codec::MAX_PACKET + 1];
     loop {
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
-                Ok((n, source)) => handle_datagram(&socket, &shared, &buf[..n], source).await,
+                Ok((n, source)) => handle_datagram(&socket, &shared, &jobs, &buf[..n], source).await,
                 Err(e) => {
                     // ICMP errors from earlier sends surface here on Linux; keep going.
                     warn!("receive error on {:?}: {e}", socket.local_addr().ok());
@@ -173,74 +275,83 @@ async fn receive_loop(socket: Arc<UdpSocket>, shared: Arc<Shared>, mut stop: wat
     }
 }
 
-/// The checks on the receive loop; the core call goes to a worker.
-async fn handle_datagram(socket: &Arc<UdpSocket>, shared: &Arc<Shared>, data: &[u8], source: SocketAddr) {
+/// The checks on the receive loop; the core call goes to a core thread.
+async fn handle_datagram(
+    socket: &Arc<UdpSocket>,
+    shared: &Shared,
+    jobs: &Sender<Job>,
+    data: &[u8],
+    source: SocketAddr,
+) {
     let state = shared.state();
-    let Some(client) = state.clients.find(source.ip()) else {
-        shared.drops.drop("unknown client", source, "");
-        return;
+    let client = match check(&state.clients, data, source) {
+        Err(dropped) => return shared.drops.drop(dropped.kind, source, &dropped.detail),
+        Ok(Checked::Reply(reply)) => return send(socket, &reply, source).await,
+        Ok(Checked::Work(client)) => client,
     };
-    let packet = match Packet::parse(data) {
-        Ok(p) => p,
-        Err(e) => {
-            shared.drops.drop("malformed packet", source, &format!(": {e}"));
-            return;
+    // `check` parsed the packet: the header fields are there.
+    let identifier = data[1];
+    let authenticator: [u8; 16] = data[4..20].try_into().expect("a checked packet has a header");
+    let key: Key = (source, identifier, authenticator);
+    match shared.cache.lookup(key) {
+        Lookup::New => {}
+        Lookup::InFlight => return,
+        Lookup::Answered(reply) => return send(socket, &reply, source).await,
+    }
+    let job = Job {
+        otpd: state.otpd.clone(),
+        client: client.clone(),
+        raw: data.to_vec(),
+        source,
+        key,
+        socket: socket.clone(),
+    };
+    match jobs.try_send(job) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            shared.cache.abandon(key);
+            shared.drops.drop(
+                "overloaded",
+                source,
+                &format!(": {CORE_THREADS} requests in the core and {QUEUE} queued"),
+            );
         }
+        Err(TrySendError::Disconnected(_)) => shared.cache.abandon(key),
+    }
+}
+
+/// Client, packet shape, code and Message-Authenticator; Status-Server is
+/// answered here.
+fn check<'a>(clients: &'a ClientTable, data: &[u8], source: SocketAddr) -> Result<Checked<'a>, Dropped> {
+    let Some(client) = clients.find(source.ip()) else {
+        return Err(Dropped::new("unknown client", String::new()));
     };
+    let packet = Packet::parse(data).map_err(|e| Dropped::new("malformed packet", format!(": {e}")))?;
     if packet.code != code::ACCESS_REQUEST && packet.code != code::STATUS_SERVER {
-        shared.drops.drop("unsupported packet code", source, &format!(" {}", packet.code));
-        return;
+        return Err(Dropped::new("unsupported packet code", format!(" {}", packet.code)));
     }
     let secret = client.secret.as_bytes();
     match packet.message_authenticator(secret) {
         MessageAuthenticator::Valid => {}
         MessageAuthenticator::Invalid => {
-            shared.drops.drop("bad Message-Authenticator (wrong shared secret?)", source, "");
-            return;
+            return Err(Dropped::new("bad Message-Authenticator (wrong shared secret?)", String::new()));
         }
         MessageAuthenticator::Missing => {
             if packet.code == code::STATUS_SERVER || client.require_message_authenticator {
-                shared.drops.drop("missing Message-Authenticator", source, "");
-                return;
+                return Err(Dropped::new("missing Message-Authenticator", String::new()));
             }
         }
     }
     if packet.code == code::STATUS_SERVER {
         // RFC 5997: answered at once, never cached.
-        let reply = codec::encode_response(
+        return Ok(Checked::Reply(codec::encode_response(
             &packet,
             code::ACCESS_ACCEPT,
             &[(attr::REPLY_MESSAGE, b"otpd is up")],
             secret,
-        );
-        send(socket, &reply, source).await;
-        return;
+        )));
     }
-    let key: Key = (source, packet.identifier, packet.authenticator);
-    match shared.cache.lookup(key) {
-        Lookup::New => {}
-        Lookup::InFlight => return,
-        Lookup::Answered(reply) => {
-            send(socket, &reply, source).await;
-            return;
-        }
-    }
-    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-        shared.cache.abandon(key);
-        shared.drops.drop("overloaded", source, &format!(": {MAX_IN_FLIGHT} requests in flight"));
-        return;
-    };
-    let raw = packet.raw().to_vec();
-    let client = client.clone();
-    let (socket, shared, otpd) = (socket.clone(), shared.clone(), state.otpd.clone());
-    tokio::spawn(async move {
-        let reply = Arc::new(answer(&otpd, &client, &raw, source).await);
-        // Cached before it is sent, so a retransmission that crosses the
-        // reply on the wire finds it.
-        shared.cache.finish(key, reply.clone());
-        send(&socket, &reply, source).await;
-        drop(permit);
-    });
+    Ok(Checked::Work(client))
 }
 
 async fn send(socket: &UdpSocket, reply: &[u8], target: SocketAddr) {
@@ -250,7 +361,7 @@ async fn send(socket: &UdpSocket, reply: &[u8], target: SocketAddr) {
 }
 
 /// Asks the core and encodes its verdict. The packet was checked already.
-async fn answer(otpd: &Arc<Otpd>, client: &RadiusClientConfig, raw: &[u8], source: SocketAddr) -> Vec<u8> {
+fn answer(otpd: &Otpd, client: &RadiusClientConfig, raw: &[u8], source: SocketAddr) -> Vec<u8> {
     let Ok(packet) = Packet::parse(raw) else { return Vec::new() };
     let secret = client.secret.as_bytes();
     let reject = |message: &str| {
@@ -286,19 +397,11 @@ async fn answer(otpd: &Arc<Otpd>, client: &RadiusClientConfig, raw: &[u8], sourc
         otpd.realms().locate(&user, None, client.realm.as_deref()).map(|(_, r)| r).unwrap_or_default();
 
     let shown = clean(&user);
-    let worker = otpd.clone();
-    let outcome = match tokio::task::spawn_blocking(move || worker.authenticate(&req)).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => {
-            error!("user={shown} realm={realm} client={} result=reject reason=\"error: {e}\"", client.name);
-            return reject("authentication failed: internal error");
-        }
+    let outcome = match otpd.authenticate(&req) {
+        Ok(outcome) => outcome,
         Err(e) => {
-            error!(
-                "user={shown} realm={realm} client={} result=reject reason=\"worker failed: {e}\"",
-                client.name
-            );
-            return reject("authentication failed: internal error");
+            error!("user={shown} realm={realm} client={} result=reject reason=\"error: {e}\"", client.name);
+            return internal_error_reply(client, raw);
         }
     };
     let serial = outcome.serial().unwrap_or("-");
@@ -330,6 +433,18 @@ async fn answer(otpd: &Arc<Otpd>, client: &RadiusClientConfig, raw: &[u8], sourc
         clean(outcome.message())
     );
     reply
+}
+
+/// An Access-Reject for a request the core failed on.
+fn internal_error_reply(client: &RadiusClientConfig, raw: &[u8]) -> Vec<u8> {
+    let Ok(packet) = Packet::parse(raw) else { return Vec::new() };
+    let message: &[u8] = b"authentication failed: internal error";
+    codec::encode_response(
+        &packet,
+        code::ACCESS_REJECT,
+        &[(attr::REPLY_MESSAGE, message)],
+        client.secret.as_bytes(),
+    )
 }
 
 fn log_reject(
