@@ -1,13 +1,21 @@
 //! Benchmark of `Otpd::authenticate` on a SQLite file: the HOTP accept path
-//! (a fresh valid code every iteration, its counter committed with fsync)
-//! and the reject path (a wrong code, failcounter raised and committed).
+//! (a fresh valid code every iteration, its counter committed with fsync),
+//! the reject path (a wrong code, failcounter raised and committed), the
+//! PIN path (Argon2id at OWASP's minimum: the first check of a PIN, and a
+//! repeated one, whose verdict is remembered) beside one bare Argon2id
+//! verification, and logins from many threads at once (group commit).
 //! Prints accepts/rejects per second besides criterion's timings.
 //!
 //! Run: `cargo bench -p otpd-core --bench authenticate`
 
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use otpd_core::config::PinHashParams;
+use otpd_core::crypto;
 use otpd_core::otp::{HashAlgorithm, hotp};
 use otpd_core::{AdminContext, AuthRequest, Config, Front, InitSpec, Otpd, TokenChanges, TokenType};
 
@@ -16,17 +24,25 @@ const KEY_HEX: &str = "3132333435363738393031323334353637383930";
 
 fn setup() -> (tempfile::TempDir, Otpd) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("users"), "alice:*\nbob:*\n").unwrap();
+    let users: String = ["alice", "bob", "carol"]
+        .iter()
+        .map(|u| u.to_string())
+        .chain((0..16).map(|i| format!("t{i}")))
+        .map(|u| format!("{u}:*\n"))
+        .collect();
+    std::fs::write(dir.path().join("users"), users).unwrap();
     let text = "[[resolvers]]\nname = \"u\"\ntype = \"passwdfile\"\npath = \"users\"\n\
                 [[realms]]\nname = \"corp\"\nresolvers = [\"u\"]\n";
     let config = Config::parse(&dir.path().join("otpd.toml"), text).unwrap();
     let otpd = Otpd::open(config).unwrap();
     let ctx = AdminContext { actor: "bench".into(), front: Front::Cli, client: None };
-    for user in ["alice", "bob"] {
+    let threads = (0..16).map(|i| format!("t{i}"));
+    for user in ["alice", "bob", "carol"].into_iter().map(str::to_owned).chain(threads) {
         let mut spec = InitSpec::new(TokenType::Hotp);
         spec.serial = Some(format!("H-{user}"));
         spec.otpkey = Some(KEY_HEX.into());
-        spec.user = Some(user.into());
+        spec.pin = (user == "carol").then(|| "1234".into());
+        spec.user = Some(user);
         otpd.init_token(&ctx, &spec).unwrap();
     }
     // The reject path must not lock the token.
@@ -58,6 +74,39 @@ fn bench(c: &mut Criterion) {
             assert!(!outcome.is_accept());
         })
     });
+    let phc = crypto::hash_pin("1234", &PinHashParams::default()).unwrap();
+    group.bench_function("argon2id_verify_alone", |b| {
+        b.iter(|| assert!(crypto::verify_pin_hash("1234", &phc)))
+    });
+    let ctx = AdminContext { actor: "bench".into(), front: Front::Cli, client: None };
+    let mut carol = 0u64;
+    group.bench_function("pin_accept_first_check", |b| {
+        b.iter_batched(
+            // A new hash of the PIN (a new salt) each time: nothing remembered.
+            || {
+                let changes = TokenChanges { pin: Some("1234".into()), ..Default::default() };
+                otpd.set_token(&ctx, "H-carol", &changes).unwrap();
+                let code = hotp(KEY, carol, 6, HashAlgorithm::Sha1);
+                carol += 1;
+                format!("1234{code}")
+            },
+            |password| {
+                assert!(
+                    otpd.authenticate(&AuthRequest::new("carol", password, Front::Cli)).unwrap().is_accept()
+                )
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("pin_accept_repeated", |b| {
+        b.iter(|| {
+            let code = hotp(KEY, carol, 6, HashAlgorithm::Sha1);
+            carol += 1;
+            let outcome =
+                otpd.authenticate(&AuthRequest::new("carol", format!("1234{code}"), Front::Cli)).unwrap();
+            assert!(outcome.is_accept());
+        })
+    });
     group.finish();
 
     // Plain figures for BENCHMARKS-style reporting.
@@ -74,6 +123,31 @@ fn bench(c: &mut Criterion) {
         assert!(!otpd.authenticate(&AuthRequest::new("bob", "000000", Front::Cli)).unwrap().is_accept());
     }
     per_second("HOTP rejects (one thread, fsync per commit)", n, start.elapsed());
+
+    // 16 threads, one user each: concurrent logins share commits.
+    let otpd = Arc::new(otpd);
+    let accepted = Arc::new(AtomicU64::new(0));
+    let per_thread = 500u64;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let (otpd, accepted) = (otpd.clone(), accepted.clone());
+            std::thread::spawn(move || {
+                for counter in 0..per_thread {
+                    let code = hotp(KEY, counter, 6, HashAlgorithm::Sha1);
+                    let req = AuthRequest::new(format!("t{i}"), code, Front::Cli);
+                    if otpd.authenticate(&req).unwrap().is_accept() {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::Relaxed), 16 * per_thread);
+    per_second("HOTP accepts (16 threads, group commit)", 16 * per_thread, start.elapsed());
 }
 
 criterion_group! {

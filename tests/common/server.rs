@@ -1,8 +1,10 @@
 //! `otpd serve` under test: started on a test configuration, its stderr
 //! collected, stopped with SIGTERM when dropped (and its log printed if the
 //! test is failing). Shared by the RADIUS and policy end-to-end tests.
+//! `RadiusClient` sends Access-Requests to it (crash and race tests).
 
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -33,8 +35,19 @@ impl Server {
     /// Starts the server on `env.config` and waits until it logged
     /// `listening on ADDR` for every address of `listen`.
     pub fn start(env: &Env, listen: &[String]) -> Server {
-        let mut child = env
-            .command(&["serve", "--log", "stderr"])
+        Server::spawn(env.command(&["serve", "--log", "stderr"]), listen)
+    }
+
+    /// Like `start`, with the configuration file `config` instead of
+    /// `env.config` (a second daemon on the same database, say).
+    pub fn start_with_config(config: &Path, listen: &[String]) -> Server {
+        let mut cmd = Command::new(super::otpd_bin());
+        cmd.arg("--config").arg(config).args(["serve", "--log", "stderr"]).env_remove("OTPD_CONFIG");
+        Server::spawn(cmd, listen)
+    }
+
+    fn spawn(mut command: Command, listen: &[String]) -> Server {
+        let mut child = command
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -138,5 +151,105 @@ impl Drop for Server {
         if thread::panicking() {
             eprintln!("----- otpd serve stderr -----\n{}-----------------------------", self.log());
         }
+    }
+}
+
+/// A RADIUS client of the tests: one UDP socket on the IPv4 loopback that
+/// sends PAP Access-Requests with a Message-Authenticator, built with the
+/// daemon's codec, and checks each reply with it (Response Authenticator,
+/// Message-Authenticator, identifier).
+pub struct RadiusClient {
+    socket: UdpSocket,
+    server: SocketAddr,
+    secret: Vec<u8>,
+    next_id: u8,
+}
+
+/// An Access-Request sent and not yet answered.
+pub struct Pending {
+    id: u8,
+    authenticator: [u8; 16],
+}
+
+impl RadiusClient {
+    /// How long one read waits before `wait` asks its `give_up`.
+    const POLL: Duration = Duration::from_millis(50);
+
+    pub fn new(server: SocketAddr, secret: &str) -> RadiusClient {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Self::POLL)).unwrap();
+        RadiusClient { socket, server, secret: secret.as_bytes().to_vec(), next_id: 0 }
+    }
+
+    /// Sends a PAP Access-Request for `user` with a fresh random authenticator.
+    pub fn send(&mut self, user: &str, password: &str) -> Pending {
+        use otpd_daemon::radius::codec::{self, attr, code};
+        let mut authenticator = [0u8; 16];
+        getrandom::fill(&mut authenticator).unwrap();
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let attributes: &[(u8, &[u8])] = &[(attr::USER_NAME, user.as_bytes())];
+        let packet = codec::encode_request(
+            code::ACCESS_REQUEST,
+            id,
+            authenticator,
+            attributes,
+            Some(password.as_bytes()),
+            &self.secret,
+            true,
+        )
+        .unwrap();
+        loop {
+            match self.socket.send_to(&packet, self.server) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                sent => {
+                    sent.unwrap();
+                    break;
+                }
+            }
+        }
+        Pending { id, authenticator }
+    }
+
+    /// The code of the reply to `pending` (`codec::code::ACCESS_ACCEPT`, ...),
+    /// or None when nothing came within `timeout`, or when `give_up()`
+    /// returns true after a read found nothing. Replies already received
+    /// are always read first. Datagrams that do not answer `pending` (late
+    /// replies to earlier requests) are skipped; so is a reply without a
+    /// Message-Authenticator.
+    pub fn wait(&self, pending: &Pending, timeout: Duration, give_up: &dyn Fn() -> bool) -> Option<u8> {
+        use otpd_daemon::radius::codec::{self, attr};
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, from)) if from == self.server => {
+                    let Ok(packet) = codec::verify_response(&buf[..n], &pending.authenticator, &self.secret)
+                    else {
+                        continue;
+                    };
+                    if packet.identifier == pending.id && packet.attr(attr::MESSAGE_AUTHENTICATOR).is_some() {
+                        return Some(packet.code);
+                    }
+                }
+                // Another datagram, or a read cut short by a signal.
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    if give_up() || Instant::now() >= deadline {
+                        return None;
+                    }
+                }
+                Err(e) => panic!("recv_from: {e}"),
+            }
+        }
+    }
+
+    /// Sends and waits up to `timeout` for the reply's code.
+    pub fn access(&mut self, user: &str, password: &str, timeout: Duration) -> Option<u8> {
+        let pending = self.send(user, password);
+        self.wait(&pending, timeout, &|| false)
     }
 }

@@ -21,7 +21,7 @@ pub type Key = (SocketAddr, u8, [u8; 16]);
 #[derive(Debug)]
 struct Entry {
     at: Instant,
-    reply: Option<Arc<Vec<u8>>>,
+    reply: Option<Arc<[u8]>>,
 }
 
 /// What to do with a request.
@@ -32,7 +32,7 @@ pub enum Lookup {
     /// Being processed: drop this copy.
     InFlight,
     /// Answered before: send this reply again.
-    Answered(Arc<Vec<u8>>),
+    Answered(Arc<[u8]>),
 }
 
 #[derive(Debug, Default)]
@@ -68,7 +68,7 @@ impl ReplyCache {
     }
 
     /// Records the reply sent for `key`.
-    pub fn finish(&self, key: Key, reply: Arc<Vec<u8>>) {
+    pub fn finish(&self, key: Key, reply: Arc<[u8]>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = inner.entries.get_mut(&key) {
             e.reply = Some(reply);
@@ -93,8 +93,8 @@ mod tests {
         let key: Key = ("127.0.0.1:5000".parse().unwrap(), 7, [1; 16]);
         assert_eq!(cache.lookup(key), Lookup::New);
         assert_eq!(cache.lookup(key), Lookup::InFlight);
-        cache.finish(key, Arc::new(vec![2, 7]));
-        assert_eq!(cache.lookup(key), Lookup::Answered(Arc::new(vec![2, 7])));
+        cache.finish(key, Arc::from(vec![2, 7]));
+        assert_eq!(cache.lookup(key), Lookup::Answered(Arc::from(vec![2, 7])));
         let other: Key = ("127.0.0.1:5001".parse().unwrap(), 7, [1; 16]);
         assert_eq!(cache.lookup(other), Lookup::New, "another source port is another request");
         cache.abandon(other);

@@ -447,7 +447,8 @@ struct Writer {
 
 impl Writer {
     fn new(code: u8, identifier: u8, authenticator: &[u8; 16]) -> Self {
-        let mut buf = Vec::with_capacity(MAX_PACKET);
+        // Replies are cached for 30 s: no room to spare (most are under 64 bytes).
+        let mut buf = Vec::with_capacity(64);
         buf.extend_from_slice(&[code, identifier, 0, 0]);
         buf.extend_from_slice(authenticator);
         Writer { buf, count: 0 }

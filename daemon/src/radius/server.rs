@@ -214,7 +214,7 @@ fn start_core_threads(shared: &Arc<Shared>, queue: &Receiver<Job>) -> std::io::R
                     let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         answer(&job.otpd, &job.client, &job.raw, job.source)
                     }));
-                    let reply = Arc::new(answered.unwrap_or_else(|_| {
+                    let reply: Arc<[u8]> = Arc::from(answered.unwrap_or_else(|_| {
                         error!("a core thread panicked answering {}; rejected", job.source);
                         internal_error_reply(&job.client, &job.raw)
                     }));

@@ -18,7 +18,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -46,10 +46,21 @@ impl SqliteConfig {
     }
 }
 
-/// Idle reading connections kept. A connection dropped and opened again
-/// costs a schema parse and its prepared statements, far more than a
-/// login: keep as many as the daemon has workers.
-const POOL_MAX: usize = 64;
+/// Reading connections, at most: a thread that finds none idle waits for
+/// one (reads are short) rather than opening another, so that their page
+/// caches bound the memory however many threads read. A connection dropped
+/// and opened again costs a schema parse and its prepared statements, far
+/// more than a login, so idle ones are kept.
+const POOL_MAX: usize = 16;
+/// How long a reader waits for an idle connection before it opens one
+/// beyond `POOL_MAX` (so that a thread holding one while asking for a
+/// second can never wait forever).
+const POOL_WAIT: Duration = Duration::from_millis(20);
+
+/// Page cache per reading connection and of the writer, KiB (pages not
+/// cached are read from the operating system's cache).
+const READER_CACHE_KIB: i64 = 512;
+const WRITER_CACHE_KIB: i64 = 8192;
 
 /// A group stays open for more members at most this long...
 const GROUP_MAX_AGE: Duration = Duration::from_millis(4);
@@ -60,7 +71,9 @@ const GROUP_MAX_MEMBERS: usize = 128;
 pub struct SqliteStore {
     config: SqliteConfig,
     display: String,
-    pool: Mutex<Vec<Connection>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a reading connection is handed back.
+    returned: Condvar,
     /// The writer connection and its group transaction. Held for the whole
     /// of one member's work, so this process's writers queue here instead
     /// of in SQLite's busy handler (which polls with sleeps of up to
@@ -71,6 +84,14 @@ pub struct SqliteStore {
     /// Writers waiting for `group`: while there are some, a finished
     /// member leaves the commit to them, so that they join its group.
     queued: AtomicUsize,
+}
+
+/// The reading connections.
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Vec<Connection>,
+    /// Connections handed out or idle.
+    open: usize,
 }
 
 /// The group transaction of the writer connection.
@@ -119,7 +140,7 @@ impl SqliteStore {
             .mode(0o600)
             .open(&config.path)
             .map_err(|e| open_err(e.to_string()))?;
-        let conn = Self::connect(&config, &display)?;
+        let conn = Self::connect(&config, &display, READER_CACHE_KIB)?;
         let found: i64 =
             conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| map_err(&display, e))?;
         if found > migrations::latest() {
@@ -132,30 +153,50 @@ impl SqliteStore {
         Ok(SqliteStore {
             config,
             display,
-            pool: Mutex::new(vec![conn]),
+            pool: Mutex::new(Pool { idle: vec![conn], open: 1 }),
+            returned: Condvar::new(),
             group: Mutex::new(Group::default()),
             settled: Condvar::new(),
             queued: AtomicUsize::new(0),
         })
     }
 
-    fn connect(config: &SqliteConfig, display: &str) -> Result<Connection, StoreError> {
+    /// A connection whose page cache holds at most `cache_kib` KiB.
+    fn connect(config: &SqliteConfig, display: &str, cache_kib: i64) -> Result<Connection, StoreError> {
         let conn = Connection::open(&config.path)
             .map_err(|e| StoreError::Open { path: display.to_owned(), message: e.to_string() })?;
         conn.busy_timeout(config.busy_timeout).map_err(|e| map_err(display, e))?;
         let sync = if config.sync { "FULL" } else { "NORMAL" };
         conn.pragma_update(None, "synchronous", sync).map_err(|e| map_err(display, e))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| map_err(display, e))?;
+        conn.pragma_update(None, "cache_size", -cache_kib).map_err(|e| map_err(display, e))?;
         Ok(conn)
     }
 
     fn take(&self) -> Result<Pooled<'_>, StoreError> {
-        let conn = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => Self::connect(&self.config, &self.display)?,
-        };
-        Ok(Pooled { store: self, conn: Some(conn) })
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waited = false;
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(Pooled { store: self, conn: Some(conn) });
+            }
+            if pool.open < POOL_MAX || waited {
+                break;
+            }
+            let (guard, timeout) =
+                self.returned.wait_timeout(pool, POOL_WAIT).unwrap_or_else(|p| p.into_inner());
+            pool = guard;
+            waited = timeout.timed_out();
+        }
+        pool.open += 1;
+        drop(pool);
+        match Self::connect(&self.config, &self.display, READER_CACHE_KIB) {
+            Ok(conn) => Ok(Pooled { store: self, conn: Some(conn) }),
+            Err(e) => {
+                self.pool.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
+                Err(e)
+            }
+        }
     }
 
     fn begin_read(&self) -> Result<SqliteTx<'_>, StoreError> {
@@ -171,7 +212,7 @@ impl SqliteStore {
         let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
         self.queued.fetch_sub(1, Ordering::SeqCst);
         if group.conn.is_none() {
-            group.conn = Some(Self::connect(&self.config, &self.display)?);
+            group.conn = Some(Self::connect(&self.config, &self.display, WRITER_CACHE_KIB)?);
         }
         if group.opened.is_none() {
             run(group.conn(), "BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
@@ -313,11 +354,14 @@ impl Pooled<'_> {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let mut pool = self.store.pool.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < POOL_MAX {
-                pool.push(conn);
+        let mut pool = self.store.pool.lock().unwrap_or_else(|p| p.into_inner());
+        match self.conn.take() {
+            Some(conn) if pool.open <= POOL_MAX => {
+                pool.idle.push(conn);
+                self.store.returned.notify_one();
             }
+            // One opened beyond the limit, or one dropped after a failure.
+            _ => pool.open -= 1,
         }
     }
 }
@@ -669,17 +713,21 @@ impl StoreRead for SqliteTx<'_> {
 
 impl StoreWrite for SqliteTx<'_> {
     fn insert_token(&mut self, t: &Token) -> Result<i64, StoreError> {
-        let columns = MUTABLE_COLUMNS.join(", ");
-        let placeholders: Vec<String> = (1..=MUTABLE_COLUMNS.len() + 3).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO tokens ({columns}, serial, type, created) VALUES ({})",
-            placeholders.join(", ")
-        );
+        static SQL: OnceLock<String> = OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            let columns = MUTABLE_COLUMNS.join(", ");
+            let placeholders: Vec<String> =
+                (1..=MUTABLE_COLUMNS.len() + 3).map(|i| format!("?{i}")).collect();
+            format!(
+                "INSERT INTO tokens ({columns}, serial, type, created) VALUES ({})",
+                placeholders.join(", ")
+            )
+        });
         let mut values = mutable_values(t);
         values.push(Value::Text(t.serial.clone()));
         values.push(Value::Text(t.token_type.name().into()));
         values.push(Value::Integer(t.created.as_second()));
-        let inserted = self.conn().prepare_cached(&sql).and_then(|mut s| s.execute(params_from_iter(values)));
+        let inserted = self.conn().prepare_cached(sql).and_then(|mut s| s.execute(params_from_iter(values)));
         match inserted {
             Ok(_) => {}
             Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == ErrorCode::ConstraintViolation => {
@@ -693,13 +741,16 @@ impl StoreWrite for SqliteTx<'_> {
     }
 
     fn update_token(&mut self, t: &Token) -> Result<(), StoreError> {
-        let sets: Vec<String> =
-            MUTABLE_COLUMNS.iter().enumerate().map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
-        let sql = format!("UPDATE tokens SET {} WHERE id = ?{}", sets.join(", "), MUTABLE_COLUMNS.len() + 1);
+        static SQL: OnceLock<String> = OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            let sets: Vec<String> =
+                MUTABLE_COLUMNS.iter().enumerate().map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
+            format!("UPDATE tokens SET {} WHERE id = ?{}", sets.join(", "), MUTABLE_COLUMNS.len() + 1)
+        });
         let mut values = mutable_values(t);
         values.push(Value::Integer(t.id));
         self.conn()
-            .prepare_cached(&sql)
+            .prepare_cached(sql)
             .and_then(|mut s| s.execute(params_from_iter(values)))
             .map_err(|e| self.err(e))?;
         self.write_realms(t.id, &t.realms)
@@ -941,6 +992,33 @@ mod tests {
         rolled_back.join().unwrap();
         kept.join().unwrap().unwrap();
         assert_eq!(serials(&self::store(&dir)), ["KEPT1", "KEPT2"]);
+    }
+
+    #[test]
+    fn readers_share_a_bounded_pool_and_nested_reads_never_wait_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(store(&dir));
+        insert(&store, "A").unwrap();
+        let threads: Vec<_> = (0..32)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                thread::spawn(move || {
+                    for _ in 0..50 {
+                        assert!(store.read().unwrap().token("A").unwrap().is_some());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(store.pool.lock().unwrap().open <= POOL_MAX);
+        // One thread holding every pooled connection still gets one more.
+        let held: Vec<_> = (0..POOL_MAX + 1).map(|_| store.read().unwrap()).collect();
+        assert_eq!(store.pool.lock().unwrap().open, POOL_MAX + 1);
+        drop(held);
+        let pool = store.pool.lock().unwrap();
+        assert_eq!((pool.open, pool.idle.len()), (POOL_MAX, POOL_MAX));
     }
 
     #[test]
