@@ -22,6 +22,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params, params_from_iter};
 
@@ -170,6 +171,12 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", sync).map_err(|e| map_err(display, e))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| map_err(display, e))?;
         conn.pragma_update(None, "cache_size", -cache_kib).map_err(|e| map_err(display, e))?;
+        // The last connection to close would checkpoint and delete the WAL
+        // (four more fsyncs), and the next process would recreate it (two
+        // more): a PAM login or CLI call is one short-lived process each.
+        // The WAL stays; commits checkpoint it as it grows.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(|e| map_err(display, e))?;
         Ok(conn)
     }
 
