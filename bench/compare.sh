@@ -19,7 +19,9 @@
 # OTPD_PORT (28121; the next free port is taken when one is busy),
 # DURABILITY (written into otpd.toml when set), ENROLL=init (enroll with one
 # `otpd token init` a token even when `otpd token import` exists), KEEP=1
-# (keep the temp dir).
+# (keep the temp dir), BIG_TOKENS (1000000: the store is filled up to this
+# many tokens for the last HOTP run, with otpd restarted to read its peak
+# RSS; 0 skips it).
 # Exit status: 0 when every run and login behaved (targets missed or not),
 # 1 when something failed (wrong answers, failed logins), 2 on bad usage.
 
@@ -40,6 +42,7 @@ OTPD_PORT=${OTPD_PORT:-28121}
 DURABILITY=${DURABILITY:-}
 KEEP=${KEEP:-}
 ENROLL=${ENROLL:-}
+BIG_TOKENS=${BIG_TOKENS:-1000000}
 
 usage() {
     sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2
@@ -432,9 +435,10 @@ bench_pam() {
 # --- the report ----------------------------------------------------------------------
 
 TARGETS=()
-target() { # target TEXT MET(0|1)
+target() { # target TEXT MET(0|1|2: measured, no threshold here)
     local mark=missed
     [ "$2" -eq 1 ] && mark=met
+    [ "$2" -eq 2 ] && mark=measured
     TARGETS+=("$1|$mark")
 }
 
@@ -452,7 +456,7 @@ report() {
         for name in "${RUNS[@]}"; do
             base=-
             case $name in
-            c | d | g | recovered) base=$(ratio "${RATE[$name]}" "${RATE[a]}")x ;;
+            c | d | g | recovered | big) base=$(ratio "${RATE[$name]}" "${RATE[a]}")x ;;
             e | f) base=$(ratio "${RATE[$name]}" "${RATE[b]}")x ;;
             esac
             printf '| %s | %.0f | %s | %s | %.0f | %s | %s |\n' "${LABEL[$name]}" "${RATE[$name]}" \
@@ -546,6 +550,26 @@ sleep 2
 run recovered "otpd HOTP accept right after the overload" accept "$OTPD_PORT" "$OTPD_PID" "${common[@]}" "${users[@]}" \
     --hotp-key "$KEY" --hotp-start "$hotp_next"
 
+if [ "$BIG_TOKENS" -gt 0 ]; then
+    # Fill the store with unowned tokens up to BIG_TOKENS, restart otpd (a
+    # fresh process for its peak RSS) and log the same users in again.
+    have=$(otpd_cli token list --json | jq 'length')
+    extra=$((BIG_TOKENS - have))
+    if [ "$extra" -gt 0 ]; then
+        log "importing $extra unowned tokens (store of $BIG_TOKENS)"
+        awk -v n="$extra" -v key="$KEY" 'BEGIN { for (i = 0; i < n; i++) printf "X%07d,%s,hotp\n", i, key }' \
+            >"$WORK/otpd/import-big.csv"
+        otpd_cli token import "$WORK/otpd/import-big.csv" >/dev/null || die "importing $extra tokens failed"
+    fi
+    kill "$OTPD_PID"
+    wait "$OTPD_PID" 2>/dev/null || true
+    start_otpd
+    hotp_next=$((hotp_next + $(ceil_div "${SENT[recovered]}" "$N")))
+    run big "otpd HOTP accept, $BIG_TOKENS tokens in the store" accept "$OTPD_PORT" "$OTPD_PID" "${common[@]}" \
+        "${users[@]}" --hotp-key "$KEY" --hotp-start "$hotp_next"
+    BIG_RSS_KB=$(awk '/^VmHWM/ { print $2 }' "/proc/$OTPD_PID/status")
+fi
+
 bench_pam
 
 at_least "$(ratio "${RATE[c]}" "${RATE[a]}")" 1.0 && met=1 || met=0
@@ -564,6 +588,16 @@ target "pam_otpd ≤ 1.2× pam_oath per login ($(ratio "$PAM_OTPD_MS" "$PAM_OATH
 # least half of the HOTP peak (the table has the exact figure).
 [ "${TIMEOUT[recovered]}" -eq 0 ] && [ "${REJECT[recovered]}" -eq 0 ] \
     && at_least "${RATE[recovered]}" "$(awk -v r="${RATE[c]}" 'BEGIN { print r / 2 }')" && met=1 || met=0
+if [ "$BIG_TOKENS" -gt 0 ]; then
+    at_least "$(ratio "${RATE[big]}" "${RATE[c]}")" 0.8 && met=1 || met=0
+    target "$BIG_TOKENS tokens: ≥ 0.8× the HOTP accept rate ($(ratio "${RATE[big]}" "${RATE[c]}")×)" "$met"
+    [ "$BIG_RSS_KB" -le $((64 * 1024)) ] && met=1 || met=0
+    target "$BIG_TOKENS tokens: daemon peak RSS ≤ 64 MiB ($((BIG_RSS_KB / 1024)) MiB)" "$met"
+fi
+# The PIN path: run g's PIN checks are remembered verdicts (the first check of
+# each PIN, Argon2id, was made before the run); criterion's authenticate bench
+# measures the first check against a bare Argon2id verification.
+target "PIN accept CPU per request vs no-PIN HOTP accept ($(printf '%.0f' "${CPU[g]}") vs $(printf '%.0f' "${CPU[c]}") µs; first check of a PIN: see cargo bench -p otpd-core --bench authenticate)" 2
 target "keeps answering under overload and recovers (overload: $(printf '%.0f' "${RATE[overload]}")/s answered, ${TIMEOUT[overload]} timeouts counted; after: $(printf '%.0f' "${RATE[recovered]}")/s, no timeouts)" "$met"
 
 report
