@@ -95,10 +95,26 @@ fn missing_or_foreign_key_file_refused() {
     assert!(err.contains("key file"), "{err}");
     // Another database's key does not fit either.
     std::fs::write(env.path("otpd.key"), "00".repeat(32)).unwrap();
+    set_mode(&env.path("otpd.key"), 0o600);
     let err = env.fails(&["token", "list"]);
     assert!(err.contains("does not belong"), "{err}");
+    // The right key, but readable by everyone (fs::write leaves 0644 under
+    // the usual umask): refused, naming the file, its mode and the fix.
     std::fs::write(env.path("otpd.key"), key).unwrap();
-    assert_eq!(env.check("alice", &oath_hotp(RFC_KEY, 0, 6)).0, 0);
+    set_mode(&env.path("otpd.key"), 0o644);
+    let shown = env.path("otpd.key").display().to_string();
+    for args in [&["token", "list"][..], &["check", "alice", &oath_hotp(RFC_KEY, 0, 6)]] {
+        let err = env.fails(args);
+        assert!(err.contains(&format!("key file {shown} has mode 0644")), "{err}");
+        assert!(err.contains(&format!("chmod 600 {shown}")), "{err}");
+    }
+    set_mode(&env.path("otpd.key"), 0o640);
+    assert_eq!(env.check("alice", &oath_hotp(RFC_KEY, 0, 6)).0, 0, "group-readable is allowed");
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 #[test]

@@ -239,12 +239,13 @@ fn audit_extent(env: &Env) -> (i64, i64) {
 }
 
 /// Env's configuration with a `[radius]` table on `addr` and the given
-/// durability setting.
+/// durability setting. The per-user rate limit is off: the replays sent to
+/// check the daemon after each restart are failures by the hundred.
 fn write_config(env: &Env, base: &str, addr: &str, durability: &str) {
     std::fs::write(
         &env.config,
         format!(
-            "durability = \"{durability}\"\n{base}\n[radius]\nlisten = [\"{addr}\"]\n\n\
+            "durability = \"{durability}\"\n{base}\n[rate_limit]\nfailures_per_user = 0\n\n[radius]\nlisten = [\"{addr}\"]\n\n\
              [[radius.clients]]\nname = \"localhost\"\naddress = \"127.0.0.1/32\"\nsecret = \"{SECRET}\"\n"
         ),
     )

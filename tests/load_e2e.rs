@@ -61,8 +61,13 @@ fn hotp_accepts_and_wrong_codes_reject() {
     let max = run["latency_us"]["max"].as_f64().unwrap();
     assert!(p50 > 0.0 && p50 <= max, "{run}");
 
-    // Both tokens moved on by 100 counters: their next codes are 100 and up.
-    let (code, message) = env.check("alice", &oath_hotp(RFC_KEY, 100, 6));
+    // Every accepted code moved its token's counter on by one (how the 200
+    // split between the users depends on which was free first), and each
+    // user's next code is the one after the generator's last.
+    let count = |serial: &str| env.json(&["token", "show", serial])["count"].as_u64().unwrap();
+    let (alice, bob) = (count("H1"), count("H2"));
+    assert_eq!(alice + bob, 200, "alice {alice}, bob {bob}");
+    let (code, message) = env.check("alice", &oath_hotp(RFC_KEY, alice, 6));
     assert_eq!((code, message.as_str()), (0, "matching 1 tokens"));
 
     let run = load(&env, &server, &["--password-fixed", "000000", "--requests", "50"]);

@@ -625,11 +625,14 @@ fn unprivileged_caller_fails_cleanly() {
     // Everything readable, nothing writable: an OTP that cannot be
     // committed as used must not let anyone in.
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    for name in ["otpd.toml", "users", "otpd.key", "otpd.db", "otpd.db-wal", "otpd.db-shm"] {
+    for name in ["otpd.toml", "users", "otpd.db", "otpd.db-wal", "otpd.db-shm"] {
         if env.path(name).exists() {
             std::fs::set_permissions(env.path(name), std::fs::Permissions::from_mode(0o644)).unwrap();
         }
     }
+    // A key file readable by others is refused outright: nobody gets it
+    // as its owner, so that the login reaches the store.
+    nix::unistd::chown(&env.path("otpd.key"), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
     as_nobody(&format!("1234{}", otp(0))).assert_auth_failure("read-only database");
     assert_eq!(count(&env, "H1"), 0);
     // Root can still log in with that OTP.

@@ -99,12 +99,13 @@ fn setup() -> Env {
 }
 
 /// Writes `config`: Env's base configuration with a `[radius]` table on
-/// `addr` for the loopback client.
+/// `addr` for the loopback client. The per-user rate limit is off: every
+/// round's losers are failures of alice, and what is tested is the race.
 fn radius_config(base: &str, config: &std::path::Path, addr: &str) {
     std::fs::write(
         config,
         format!(
-            "{base}\n[radius]\nlisten = [\"{addr}\"]\n\n[[radius.clients]]\nname = \"localhost\"\n\
+            "{base}\n[rate_limit]\nfailures_per_user = 0\n\n[radius]\nlisten = [\"{addr}\"]\n\n[[radius.clients]]\nname = \"localhost\"\n\
              address = \"127.0.0.1/32\"\nsecret = \"{SECRET}\"\n"
         ),
     )

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -18,6 +19,8 @@ pub const CONFIG_ENV: &str = "OTPD_CONFIG";
 pub const DEFAULT_REALM: &str = "default";
 /// privacyIDEA's DefaultChallengeValidityTime, seconds.
 pub const DEFAULT_CHALLENGE_VALIDITY: u32 = 120;
+/// The longest `failcounter_clear_timeout`, minutes (a year).
+pub const MAX_CLEAR_TIMEOUT: u32 = 366 * 24 * 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,11 +46,20 @@ pub struct Config {
     pub durability: Durability,
     /// Argon2id parameters for new PIN hashes.
     pub pin_hash: PinHashParams,
+    /// privacyIDEA's `failcounter_clear_timeout`, minutes; 0 is off.
+    pub failcounter_clear_timeout: u32,
+    /// The daemon's limits on failed attempts (`[rate_limit]`).
+    pub rate_limit: RateLimitConfig,
     pub radius: RadiusConfig,
     pub realms: Vec<RealmConfig>,
     pub resolvers: Vec<ResolverConfig>,
     pub policies: Vec<PolicyConfig>,
     pub events: Vec<EventConfig>,
+    /// The user `otpd serve` switches to once its sockets are bound (when
+    /// started as root); `None`: it stays who it was started as.
+    pub user: Option<String>,
+    /// The group it switches to with `user`; `None`: the user's primary group.
+    pub group: Option<String>,
 }
 
 /// What an acknowledged commit (a consumed OTP, a new token) survives.
@@ -98,6 +110,21 @@ impl PinHashParams {
             4 => 9 * 1024,
             _ => 7 * 1024,
         }
+    }
+}
+
+/// `[rate_limit]`: failed RADIUS attempts allowed per user and per source
+/// (Calling-Station-Id) within `window` seconds; 0 turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub failures_per_user: u32,
+    pub failures_per_source: u32,
+    pub window: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { failures_per_user: 10, failures_per_source: 50, window: 60 }
     }
 }
 
@@ -179,6 +206,8 @@ struct RawConfig {
     challenge_validity_time: Option<Spanned<i64>>,
     durability: Option<Spanned<String>>,
     pin_hash: Option<Spanned<RawPinHash>>,
+    failcounter_clear_timeout: Option<Spanned<i64>>,
+    rate_limit: Option<RawRateLimit>,
     radius: Option<RawRadius>,
     #[serde(default)]
     realms: Vec<Spanned<RawRealm>>,
@@ -188,6 +217,8 @@ struct RawConfig {
     policies: Vec<Spanned<RawPolicy>>,
     #[serde(default)]
     events: Vec<Spanned<RawEvent>>,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +227,14 @@ struct RawPinHash {
     memory_kib: Option<u32>,
     iterations: Option<u32>,
     parallelism: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    failures_per_user: Option<Spanned<i64>>,
+    failures_per_source: Option<Spanned<i64>>,
+    window: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +363,8 @@ impl Config {
             challenge_validity_time: DEFAULT_CHALLENGE_VALIDITY,
             durability: Durability::PowerLoss,
             pin_hash: PinHashParams::default(),
+            failcounter_clear_timeout: 0,
+            rate_limit: RateLimitConfig::default(),
             radius: RadiusConfig {
                 listen: vec![SocketAddr::from(([127, 0, 0, 1], 1812))],
                 clients: vec![RadiusClientConfig {
@@ -345,6 +386,8 @@ impl Config {
             }],
             policies: Vec::new(),
             events: Vec::new(),
+            user: None,
+            group: None,
         }
     }
 
@@ -504,6 +547,27 @@ impl Config {
             None => PinHashParams::default(),
             Some(p) => Self::pin_hash(&src, p)?,
         };
+        let failcounter_clear_timeout = match &raw.failcounter_clear_timeout {
+            None => 0,
+            Some(v) => match u32::try_from(*v.get_ref()) {
+                Ok(n) if n <= MAX_CLEAR_TIMEOUT => n,
+                _ => {
+                    return src.error(
+                        v.span(),
+                        format!(
+                            "failcounter_clear_timeout: {} is not 0 (off) to {MAX_CLEAR_TIMEOUT} minutes",
+                            v.get_ref()
+                        ),
+                    );
+                }
+            },
+        };
+        let rate_limit = match &raw.rate_limit {
+            None => RateLimitConfig::default(),
+            Some(r) => Self::rate_limit(&src, r)?,
+        };
+
+        let (user, group) = Self::account(&src, &raw.user, &raw.group)?;
 
         Ok(Config {
             source: Some(path.to_owned()),
@@ -513,11 +577,15 @@ impl Config {
             challenge_validity_time,
             durability,
             pin_hash,
+            failcounter_clear_timeout,
+            rate_limit,
             radius,
             realms,
             resolvers,
             policies,
             events,
+            user,
+            group,
         })
     }
 
@@ -548,6 +616,70 @@ impl Config {
             );
         }
         Ok(p)
+    }
+
+    /// `[rate_limit]`: counts from 0 (off) to a million, a window of 1 s to a day.
+    fn rate_limit(src: &Source<'_>, r: &RawRateLimit) -> Result<RateLimitConfig, ConfigError> {
+        let defaults = RateLimitConfig::default();
+        let value = |key: &str, v: &Option<Spanned<i64>>, default: u32, range: RangeInclusive<u32>| {
+            let Some(v) = v else { return Ok(default) };
+            match u32::try_from(*v.get_ref()) {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => src.error(
+                    v.span(),
+                    format!("rate_limit: {key} {} is not {} to {}", v.get_ref(), range.start(), range.end()),
+                ),
+            }
+        };
+        Ok(RateLimitConfig {
+            failures_per_user: value(
+                "failures_per_user",
+                &r.failures_per_user,
+                defaults.failures_per_user,
+                0..=1_000_000,
+            )?,
+            failures_per_source: value(
+                "failures_per_source",
+                &r.failures_per_source,
+                defaults.failures_per_source,
+                0..=1_000_000,
+            )?,
+            window: value("window", &r.window, defaults.window, 1..=86_400)?,
+        })
+    }
+
+    /// `user` and `group`: names of accounts (looked up by `otpd serve`,
+    /// not here: the CLI and PAM read the same file on other machines).
+    fn account(
+        src: &Source<'_>,
+        user: &Option<Spanned<String>>,
+        group: &Option<Spanned<String>>,
+    ) -> Result<(Option<String>, Option<String>), ConfigError> {
+        for (key, value) in [("user", user), ("group", group)] {
+            if let Some(v) = value {
+                let name = v.get_ref();
+                if name.is_empty()
+                    || name.len() > 256
+                    || name.contains(['\0', ':', '/'])
+                    || name.trim() != name
+                {
+                    return src.error(
+                        v.span(),
+                        format!("{key}: '{}' is not a valid account name", name.escape_debug()),
+                    );
+                }
+            }
+        }
+        if let (None, Some(g)) = (user, group) {
+            return src.error(
+                g.span(),
+                format!(
+                    "group = \"{}\" needs user: otpd serve switches its group only together with its user",
+                    g.get_ref()
+                ),
+            );
+        }
+        Ok((user.as_ref().map(|u| u.get_ref().clone()), group.as_ref().map(|g| g.get_ref().clone())))
     }
 
     fn resolvers(
@@ -885,10 +1017,51 @@ options = { realm = "sales" }
     }
 
     #[test]
+    fn service_user_and_group() {
+        let c = parse("").unwrap();
+        assert_eq!((c.user, c.group), (None, None));
+        let c = parse("user = \"otpd\"\n").unwrap();
+        assert_eq!((c.user.as_deref(), c.group), (Some("otpd"), None));
+        let c = parse("user = \"otpd\"\ngroup = \"radius\"\n").unwrap();
+        assert_eq!((c.user.as_deref(), c.group.as_deref()), (Some("otpd"), Some("radius")));
+        let e = err("\ngroup = \"otpd\"\n");
+        assert!(e.contains("line 2") && e.contains("needs user"), "{e}");
+        let e = err("user = \"\"\n");
+        assert!(e.contains("line 1") && e.contains("user: '' is not a valid account name"), "{e}");
+        let e = err("user = \"otpd\"\ngroup = \"a:b\"\n");
+        assert!(e.contains("line 2") && e.contains("group: 'a:b'"), "{e}");
+        let e = err("user = 1000\n");
+        assert!(e.contains("line 1"), "{e}");
+        assert_eq!(Config::builtin().user, None);
+    }
+
+    #[test]
     fn builtin_defaults() {
         let c = Config::builtin();
         assert!(c.is_builtin());
         assert_eq!(c.radius.clients[0].secret, "testing123");
         assert_eq!(c.database, PathBuf::from("otpd.db"));
+    }
+
+    #[test]
+    fn failcounter_clear_timeout_setting() {
+        assert_eq!(parse("").unwrap().failcounter_clear_timeout, 0);
+        assert_eq!(parse("failcounter_clear_timeout = 5\n").unwrap().failcounter_clear_timeout, 5);
+        let e = err("\nfailcounter_clear_timeout = -1\n");
+        assert!(e.contains("line 2") && e.contains("failcounter_clear_timeout: -1 is not 0"), "{e}");
+    }
+
+    #[test]
+    fn rate_limit_section() {
+        assert_eq!(parse("").unwrap().rate_limit, RateLimitConfig::default());
+        let c = parse("[rate_limit]\nfailures_per_user = 0\nwindow = 300\n").unwrap();
+        assert_eq!(
+            c.rate_limit,
+            RateLimitConfig { failures_per_user: 0, failures_per_source: 50, window: 300 }
+        );
+        let e = err("[rate_limit]\nwindow = 0\n");
+        assert!(e.contains("line 2") && e.contains("rate_limit: window 0 is not 1 to 86400"), "{e}");
+        let e = err("[rate_limit]\nfailures = 3\n");
+        assert!(e.contains("failures"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 //! comparison and random material. Nothing here logs or prints a secret.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,11 @@ pub enum CryptoError {
     KeyCreate { path: PathBuf, source: std::io::Error },
     #[error("key file {path} is malformed: it must hold 64 hex digits (a 256-bit key)")]
     KeyMalformed { path: PathBuf },
+    #[error(
+        "key file {path} has mode {mode:04o}, which lets other users read or change it; run `chmod 600 {path}` \
+         (640 is allowed, for a group of otpd's own)"
+    )]
+    KeyExposed { path: PathBuf, mode: u32 },
     #[error(
         "a stored secret cannot be decrypted: the key file does not match this database or the data is corrupt"
     )]
@@ -52,13 +57,24 @@ impl SecretKey {
         SecretKey { cipher: Aes256Gcm::new(&key) }
     }
 
-    /// Reads the key file; `Ok(None)` when it does not exist.
+    /// Reads the key file; `Ok(None)` when it does not exist. A key file
+    /// that other users may read or write (any of the mode bits 0o007) is
+    /// refused: every front (daemon, CLI, PAM) loads the key here. Group
+    /// bits are allowed, for a group of otpd's own (PAM may run as one).
     pub fn load(path: &Path) -> Result<Option<Self>, CryptoError> {
-        let text = match fs::read_to_string(path) {
-            Ok(t) => Zeroizing::new(t),
+        let read_err = |source| CryptoError::KeyRead { path: path.to_owned(), source };
+        let mut file = match fs::File::open(path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(CryptoError::KeyRead { path: path.to_owned(), source }),
+            Err(source) => return Err(read_err(source)),
         };
+        // The mode of the file opened, not of whatever the path names later.
+        let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o7777;
+        if mode & 0o007 != 0 {
+            return Err(CryptoError::KeyExposed { path: path.to_owned(), mode });
+        }
+        let mut text = Zeroizing::new(String::new());
+        file.read_to_string(&mut text).map_err(read_err)?;
         let mut bytes = Zeroizing::new([0u8; 32]);
         let hex = text.trim().as_bytes();
         if hex.len() != 64 || data_encoding::HEXLOWER_PERMISSIVE.decode_mut(hex, &mut bytes[..]).is_err() {
@@ -215,7 +231,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.key");
         fs::write(&path, "nothex").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(SecretKey::load(&path), Err(CryptoError::KeyMalformed { .. })));
+    }
+
+    #[test]
+    fn key_file_open_to_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpd.key");
+        SecretKey::create(&path).unwrap();
+        for mode in [0o644, 0o604, 0o602, 0o601, 0o666] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = SecretKey::load(&path).unwrap_err();
+            assert!(matches!(err, CryptoError::KeyExposed { mode: m, .. } if m == mode), "{mode:o}: {err}");
+            let text = err.to_string();
+            let shown = path.display().to_string();
+            assert!(text.contains(&format!("mode {mode:04o}")), "{text}");
+            assert!(text.contains(&format!("`chmod 600 {shown}`")), "{text}");
+            assert!(text.starts_with(&format!("key file {shown} ")), "{text}");
+        }
+        // Owner and group bits are the operator's choice (PAM may read
+        // the key as a member of otpd's group).
+        for mode in [0o600, 0o640, 0o660, 0o400] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            assert!(SecretKey::load(&path).unwrap().is_some(), "{mode:o} is accepted");
+        }
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct Otpd {
     policies: Policies,
     events: Events,
     pins: pincache::PinCache,
+    /// The Argon2id hash that unknown users' PINs are checked against (made
+    /// on first use with `config.pin_hash`; see `validate`).
+    dummy_pin: std::sync::OnceLock<String>,
     clock: Arc<dyn Clock>,
 }
 
@@ -89,6 +92,7 @@ impl Otpd {
             policies,
             events,
             pins: pincache::PinCache::new()?,
+            dummy_pin: std::sync::OnceLock::new(),
             clock: Arc::new(SystemClock),
         })
     }

@@ -28,6 +28,11 @@ impl Fixture {
 
     /// A fixture whose configuration has `extra` appended (policies, ...).
     pub fn with_config(unix: i64, extra: &str) -> Self {
+        Self::with_top_config(unix, "", extra)
+    }
+
+    /// Like `with_config`, with `top` (top-level keys) put before the tables.
+    pub fn with_top_config(unix: i64, top: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // alice's userstore password is "alicepw" (SHA-256-crypt).
         std::fs::write(
@@ -39,7 +44,7 @@ impl Fixture {
         let text = "[[resolvers]]\nname = \"corp-users\"\ntype = \"passwdfile\"\npath = \"users\"\n\
                     [[realms]]\nname = \"corp\"\ndefault = true\nresolvers = [\"corp-users\"]\n\
                     [[realms]]\nname = \"sales\"\nresolvers = [\"corp-users\"]\n";
-        let config = Config::parse(&config_path, &format!("{text}{extra}")).unwrap();
+        let config = Config::parse(&config_path, &format!("{top}{text}{extra}")).unwrap();
         let clock = Arc::new(FixedClock::new(Timestamp::from_second(unix).unwrap()));
         let otpd = Otpd::open(config).unwrap().with_clock(clock.clone());
         Fixture { otpd, clock, _dir: dir }

@@ -191,6 +191,21 @@ impl Token {
         self.failcount >= self.maxfail
     }
 
+    /// privacyIDEA's `failcounter_clear_timeout` (semantics.md 2.3 step
+    /// 4.1): whether the next attempt at `now` clears this token's
+    /// failcounter. Only a failcounter exactly at maxfail with its
+    /// `failcounter_exceeded` stamp clears, once `now` is later than the
+    /// stamp (minute precision, as privacyIDEA stores it) plus the timeout.
+    /// A timeout of 0 is off.
+    pub fn failcount_clears_at(&self, now: Timestamp, timeout_minutes: u32) -> bool {
+        let Some(stamp) = self.failcounter_exceeded else { return false };
+        if timeout_minutes == 0 || self.failcount != self.maxfail {
+            return false;
+        }
+        let minute = stamp.as_second().div_euclid(60) * 60;
+        now.as_second() > minute + i64::from(timeout_minutes) * 60
+    }
+
     /// Inside the validity period? Both bounds inclusive.
     pub fn is_valid_at(&self, now: Timestamp) -> bool {
         self.validity_start.is_none_or(|s| s <= now) && self.validity_end.is_none_or(|e| e >= now)

@@ -19,7 +19,7 @@ use crate::events::{EventRequest, EventResult, Position};
 use crate::policy::{ActionValue, PolicyQuery, Scope};
 use crate::realm::User;
 use crate::store::{AuditRecord, Challenge, StoreWrite, TokenFilter};
-use crate::token::{Consume, StoredPin, Token, TokenType};
+use crate::token::{Consume, DEFAULT_OTPLEN, StoredPin, Token, TokenType};
 
 /// Which front asked; recorded in the audit trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +207,10 @@ impl Otpd {
                         serial: None,
                         token_type: None,
                     },
-                    None => Outcome::reject(format!("User {login}@{realm} does not exist."), None),
+                    None => {
+                        self.unknown_user_pin_check(&login, &realm, &req.password, &q);
+                        Outcome::reject(format!("User {login}@{realm} does not exist."), None)
+                    }
                 };
                 audit.user = Some(login);
                 audit.realm = Some(realm);
@@ -244,6 +247,19 @@ impl Otpd {
             let outcome = self.without_token(&user, req, &query, &pins, now)?;
             return self.finish(None, audit, outcome);
         }
+        // failcounter_clear_timeout (semantics.md 2.3 step 4.1): a token
+        // locked out long enough is cleared before it is tried, whatever
+        // the password; the clear is committed with the decision.
+        let mut cleared = Vec::new();
+        for token in &mut tokens {
+            if let Some(stamp) = token.failcounter_exceeded
+                && token.failcount_clears_at(now, self.config.failcounter_clear_timeout)
+            {
+                cleared.push((token.serial.clone(), stamp));
+                token.failcount = 0;
+                token.failcounter_exceeded = None;
+            }
+        }
         // Type order hotp < pw < spass < totp, then creation order.
         tokens.sort_by_key(|t| (t.token_type.weight(), t.id));
         let challenge_types = self.policies.union(Scope::Authentication, "challenge_response", &query);
@@ -268,6 +284,7 @@ impl Otpd {
             challenge_text: &challenge_text,
             challenge_validity: SignedDuration::from_secs(self.config.challenge_validity_time.into()),
             reset_all: self.policies.flag(Scope::Authentication, "reset_all_user_tokens", &query).is_some(),
+            cleared: &cleared,
         };
         let outcome = decision.decide(tx.as_mut(), &tokens, &verdicts)?;
         self.finish(Some(tx), audit, outcome)
@@ -324,7 +341,10 @@ impl Otpd {
         let now = self.clock.now();
         let mut otp_lengths = Vec::new();
         let mut reasons = Vec::new();
-        for t in &tokens {
+        for mut t in tokens {
+            if t.failcount_clears_at(now, self.config.failcounter_clear_timeout) {
+                t.failcount = 0; // the next attempt clears it
+            }
             match t.unusable_reason(now) {
                 None if !otp_lengths.contains(&(t.otplen as usize)) => otp_lengths.push(t.otplen as usize),
                 None => {}
@@ -337,6 +357,29 @@ impl Otpd {
         } else {
             TokenStatus::Usable { otp_lengths }
         })
+    }
+
+    /// For a user that does not exist: the Argon2id PIN verification a known
+    /// user's token would cost, against a hash that matches nothing, so that
+    /// a reject's time does not tell whether the user exists (issue 8 item
+    /// 6). Like a token PIN it is only checked when the password is longer
+    /// than a default OTP (else no PIN is left to check) and not with
+    /// `otppin=none`; and it goes through the PIN-verdict cache, keyed by
+    /// user and password, so a repeated guess is as fast as for a known user.
+    fn unknown_user_pin_check(&self, login: &str, realm: &str, password: &str, q: &PolicyQuery<'_>) {
+        if password.chars().count() <= DEFAULT_OTPLEN as usize {
+            return;
+        }
+        if let Ok(Some(mode)) = self.policies.unique_text(Scope::Authentication, "otppin", q)
+            && mode == "none"
+        {
+            return;
+        }
+        let phc = self.dummy_pin.get_or_init(|| {
+            crypto::hash_pin("otpd: no such user", &self.config.pin_hash).unwrap_or_default()
+        });
+        let given = Zeroizing::new(format!("{login}@{realm}\n{password}"));
+        let _ = self.pins.verify(&given, phc);
     }
 
     fn user_tokens(&self, user: &User) -> Result<Vec<Token>> {
@@ -473,6 +516,9 @@ struct Decision<'a> {
     challenge_validity: SignedDuration,
     /// `reset_all_user_tokens`: a success clears every tried token's failcounter.
     reset_all: bool,
+    /// Tokens whose failcounter the clear timeout clears, with the
+    /// `failcounter_exceeded` stamp they were read with.
+    cleared: &'a [(String, Timestamp)],
 }
 
 /// A new transaction id: 20 random digits (privacyIDEA's format).
@@ -486,6 +532,11 @@ impl Decision<'_> {
     /// challenge-response, challenge-request, pin-matching, invalid, skipped wins.
     fn decide(&self, tx: &mut dyn StoreWrite, tokens: &[Token], verdicts: &[Verdict]) -> Result<Outcome> {
         let now = self.now;
+        for (serial, exceeded) in self.cleared {
+            // False when another request cleared it first: then that one's
+            // failure (if any) counts, and so will this one's.
+            tx.clear_failcount_exceeded(serial, *exceeded)?;
+        }
         let mut accepted: Vec<&Token> = Vec::new();
         let mut responses: Vec<(&Token, Option<Consume>)> = Vec::new();
         let mut requests: Vec<&Token> = Vec::new();
@@ -689,6 +740,146 @@ mod tests {
         assert_eq!(token(&f, "H1").count, 0, "a locked token consumes nothing");
         f.otpd.reset_failcounter(&f.ctx(), "H1").unwrap();
         assert!(check(&f, "1234755224").is_accept());
+    }
+
+    /// H1 of alice (PIN 1234) with maxfail 3, locked out by three wrong
+    /// OTPs at 1_700_000_000 (22:13:20; stamped minute 22:13), under a
+    /// `failcounter_clear_timeout` of `minutes`.
+    fn locked_out(minutes: u32) -> Fixture {
+        let f =
+            Fixture::with_top_config(1_700_000_000, &format!("failcounter_clear_timeout = {minutes}\n"), "");
+        hotp_for_alice(&f, "H1", "1234");
+        let changes = TokenChanges { max_fail: Some(3), ..Default::default() };
+        f.otpd.set_token(&f.ctx(), "H1", &changes).unwrap();
+        for _ in 0..3 {
+            check(&f, "1234000000");
+        }
+        let t = token(&f, "H1");
+        assert_eq!(
+            (t.failcount, t.failcounter_exceeded),
+            (3, Some(Timestamp::from_second(1_700_000_000).unwrap()))
+        );
+        f
+    }
+
+    fn at(f: &Fixture, unix: i64) {
+        f.clock.set(Timestamp::from_second(unix).unwrap());
+    }
+
+    #[test]
+    fn clear_timeout_of_the_spec_lets_the_right_otp_in_after_the_timeout() {
+        let f = locked_out(5);
+        // The stamp counts by its minute (22:13): 22:18:00 is not later than
+        // 22:13 + 5 minutes, 22:18:01 is.
+        at(&f, 1_700_000_280);
+        assert_eq!(check(&f, "1234755224").message(), "Failcounter exceeded");
+        assert_eq!((token(&f, "H1").failcount, token(&f, "H1").count), (3, 0), "nothing consumed");
+        at(&f, 1_700_000_281);
+        assert!(check(&f, "1234755224").is_accept());
+        let t = token(&f, "H1");
+        assert_eq!((t.failcount, t.failcounter_exceeded, t.count), (0, None, 1));
+    }
+
+    #[test]
+    fn clear_timeout_clears_on_any_attempt_and_the_failure_counts_again() {
+        let f = locked_out(5);
+        at(&f, 1_700_000_000 + 3600);
+        // privacyIDEA clears before trying the token (semantics.md 2.3 step
+        // 4.1): a wrong OTP is then checked and counted like any other.
+        assert_eq!(check(&f, "1234000000").message(), "wrong otp value");
+        let t = token(&f, "H1");
+        assert_eq!((t.failcount, t.failcounter_exceeded), (1, None));
+        // Two more failures lock it again, with a new stamp and a new timeout.
+        check(&f, "9999000000");
+        check(&f, "1234000000");
+        let t = token(&f, "H1");
+        assert_eq!(t.failcount, 3);
+        assert_eq!(t.failcounter_exceeded, Some(Timestamp::from_second(1_700_003_600).unwrap()));
+        assert_eq!(check(&f, "1234755224").message(), "Failcounter exceeded");
+        at(&f, 1_700_003_600 + 301);
+        assert!(check(&f, "1234755224").is_accept());
+    }
+
+    #[test]
+    fn without_clear_timeout_the_lockout_holds() {
+        let f = locked_out(0);
+        at(&f, 1_700_000_000 + 86_400 * 365);
+        assert_eq!(check(&f, "1234755224").message(), "Failcounter exceeded");
+        assert_eq!(token(&f, "H1").count, 0);
+        assert_eq!(
+            f.otpd.token_status("alice", None).unwrap(),
+            TokenStatus::Unusable { reasons: vec!["Failcounter exceeded"] }
+        );
+    }
+
+    #[test]
+    fn clear_timeout_needs_the_stamp_and_a_failcounter_at_maxfail() {
+        let f = locked_out(5);
+        at(&f, 1_700_000_000 + 3600);
+        assert_eq!(
+            f.otpd.token_status("alice", None).unwrap(),
+            TokenStatus::Usable { otp_lengths: vec![6] },
+            "the next attempt clears it"
+        );
+        // A failcounter set to maxfail without a stamp (`set failcounter`)
+        // never clears; nor one above maxfail (`change failcounter`).
+        for (failcount, stamp) in [(3, None), (4, Some(Timestamp::from_second(1_700_000_000).unwrap()))] {
+            let mut t = token(&f, "H1");
+            (t.failcount, t.failcounter_exceeded) = (failcount, stamp);
+            let mut tx = f.otpd.store.write().unwrap();
+            tx.update_token(&t).unwrap();
+            tx.commit().unwrap();
+            assert_eq!(check(&f, "1234755224").message(), "Failcounter exceeded");
+            assert_eq!(token(&f, "H1").failcount, failcount);
+        }
+    }
+
+    #[test]
+    fn clear_timeout_clears_once_when_requests_race() {
+        let f = locked_out(5);
+        let stamp = token(&f, "H1").failcounter_exceeded.unwrap();
+        let mut tx = f.otpd.store.write().unwrap();
+        assert!(tx.clear_failcount_exceeded("H1", stamp).unwrap());
+        tx.record_failure("H1", stamp).unwrap();
+        // A second request read the same locked-out row: its clear finds
+        // the failcounter no longer at maxfail and changes nothing.
+        assert!(!tx.clear_failcount_exceeded("H1", stamp).unwrap());
+        tx.commit().unwrap();
+        assert_eq!(token(&f, "H1").failcount, 1);
+    }
+
+    /// Issue 8 item 6: a reject for a user that does not exist costs about
+    /// what a known user's wrong PIN costs (one Argon2id verification), so
+    /// its time does not reveal whether the user exists. Fresh PINs each
+    /// time (a repeated one is answered from the PIN-verdict cache), known
+    /// and unknown interleaved so that a loaded machine slows both alike;
+    /// medians of 15 each must be within a factor of 3 of each other
+    /// (without the dummy verification the unknown user answers more than
+    /// ten times faster).
+    #[test]
+    fn unknown_user_reject_costs_about_a_wrong_pin() {
+        let f = Fixture::new();
+        hotp_for_alice(&f, "H1", "1234");
+        let changes = TokenChanges { max_fail: Some(1000), ..Default::default() };
+        f.otpd.set_token(&f.ctx(), "H1", &changes).unwrap();
+        let time = |user: &str, password: &str| {
+            let start = std::time::Instant::now();
+            let out = f.otpd.authenticate(&AuthRequest::new(user, password, Front::Cli)).unwrap();
+            assert!(!out.is_accept());
+            start.elapsed()
+        };
+        let (mut known, mut unknown) = (Vec::new(), Vec::new());
+        for i in 0..15 {
+            known.push(time("alice", &format!("k{i:05}000000")));
+            unknown.push(time("mallory", &format!("u{i:05}000000")));
+        }
+        assert_eq!(token(&f, "H1").failcount, 15, "every attempt was a wrong PIN");
+        let median = |v: &mut Vec<std::time::Duration>| {
+            v.sort();
+            v[v.len() / 2].as_secs_f64()
+        };
+        let (k, u) = (median(&mut known), median(&mut unknown));
+        assert!(k / u < 3.0 && u / k < 3.0, "median reject: known user {k:.4}s, unknown user {u:.4}s");
     }
 
     #[test]

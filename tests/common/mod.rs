@@ -59,6 +59,15 @@ pub fn oath_totp(key_hex: &str, at: i64, digits: u32, hash: &str, step: u32) -> 
     )
 }
 
+/// A `[radius]` section: listening on 127.0.0.1:`port`, one client
+/// `localhost` (127.0.0.1) with `secret`.
+pub fn radius_section(port: u16, secret: &str) -> String {
+    format!(
+        "\n[radius]\nlisten = [\"127.0.0.1:{port}\"]\n\n[[radius.clients]]\nname = \"localhost\"\n\
+         address = \"127.0.0.1/32\"\nsecret = \"{secret}\"\n"
+    )
+}
+
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }

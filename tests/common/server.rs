@@ -46,7 +46,9 @@ impl Server {
         Server::spawn(cmd, listen)
     }
 
-    fn spawn(mut command: Command, listen: &[String]) -> Server {
+    /// Starts `command` (an `otpd ... serve` command line, perhaps run
+    /// through another program) like `start`.
+    pub fn spawn(mut command: Command, listen: &[String]) -> Server {
         let mut child = command
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -84,6 +86,11 @@ impl Server {
             );
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process ID of `otpd serve`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> String {
@@ -183,17 +190,23 @@ impl RadiusClient {
 
     /// Sends a PAP Access-Request for `user` with a fresh random authenticator.
     pub fn send(&mut self, user: &str, password: &str) -> Pending {
+        self.send_with(user, password, &[])
+    }
+
+    /// Like `send`, with `extra` attributes (Calling-Station-Id, ...).
+    pub fn send_with(&mut self, user: &str, password: &str, extra: &[(u8, &[u8])]) -> Pending {
         use otpd_daemon::radius::codec::{self, attr, code};
         let mut authenticator = [0u8; 16];
         getrandom::fill(&mut authenticator).unwrap();
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        let attributes: &[(u8, &[u8])] = &[(attr::USER_NAME, user.as_bytes())];
+        let mut attributes: Vec<(u8, &[u8])> = vec![(attr::USER_NAME, user.as_bytes())];
+        attributes.extend_from_slice(extra);
         let packet = codec::encode_request(
             code::ACCESS_REQUEST,
             id,
             authenticator,
-            attributes,
+            &attributes,
             Some(password.as_bytes()),
             &self.secret,
             true,
@@ -218,6 +231,16 @@ impl RadiusClient {
     /// replies to earlier requests) are skipped; so is a reply without a
     /// Message-Authenticator.
     pub fn wait(&self, pending: &Pending, timeout: Duration, give_up: &dyn Fn() -> bool) -> Option<u8> {
+        self.wait_reply(pending, timeout, give_up).map(|(code, _)| code)
+    }
+
+    /// Like `wait`, with the reply's Reply-Message (empty without one).
+    pub fn wait_reply(
+        &self,
+        pending: &Pending,
+        timeout: Duration,
+        give_up: &dyn Fn() -> bool,
+    ) -> Option<(u8, String)> {
         use otpd_daemon::radius::codec::{self, attr};
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 4096];
@@ -229,7 +252,8 @@ impl RadiusClient {
                         continue;
                     };
                     if packet.identifier == pending.id && packet.attr(attr::MESSAGE_AUTHENTICATOR).is_some() {
-                        return Some(packet.code);
+                        let message = packet.attr(attr::REPLY_MESSAGE).unwrap_or_default();
+                        return Some((packet.code, String::from_utf8_lossy(message).into_owned()));
                     }
                 }
                 // Another datagram, or a read cut short by a signal.

@@ -107,6 +107,10 @@ pub trait StoreWrite: StoreRead {
     fn record_failure(&mut self, serial: &str, now: Timestamp) -> Result<(), StoreError>;
     /// Sets the failcounter to 0 (and forgets when it reached maxfail).
     fn reset_failcount(&mut self, serial: &str) -> Result<(), StoreError>;
+    /// The failcounter clear timeout: sets the failcounter to 0 only if it is
+    /// still at maxfail with the `failcounter_exceeded` stamp `exceeded` read
+    /// before; false when another request cleared or changed it first.
+    fn clear_failcount_exceeded(&mut self, serial: &str, exceeded: Timestamp) -> Result<bool, StoreError>;
     fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     fn insert_challenge(&mut self, challenge: &Challenge) -> Result<(), StoreError>;

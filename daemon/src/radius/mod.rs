@@ -5,12 +5,14 @@
 //! * `clients`: which configured client a source address belongs to.
 //! * `cache`: the reply cache that answers retransmissions.
 //! * `droplog`: rate-limited logging of dropped datagrams.
+//! * `ratelimit`: limits on failed attempts per user and per source.
 //! * `server`: the sockets, the core threads, reload and shutdown.
 
 mod cache;
 mod clients;
 pub mod codec;
 mod droplog;
+pub mod ratelimit;
 mod server;
 
 pub use clients::{ClientError, ClientTable};

@@ -28,7 +28,8 @@ use tracing::{error, info, warn};
 use super::cache::{Key, Lookup, ReplyCache};
 use super::clients::{ClientError, ClientTable};
 use super::codec::{self, MessageAuthenticator, Packet, attr, code};
-use super::droplog::DropLog;
+use super::droplog::{DropLog, STORE_INTERVAL, StoreLog};
+use super::ratelimit::{self, Keys, Limited, RateLimiter, Settle};
 
 /// Threads that run the core; the other requests in flight queue for
 /// them. Enough for large commit groups, few enough that each keeps a
@@ -39,6 +40,8 @@ const QUEUE: usize = 192;
 /// How long SIGTERM waits for queued and running requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_MESSAGE: &[u8] = b"otpd access granted";
+/// Logins the store failed, logged once per interval: one store per process.
+static STORE_LOG: StoreLog = StoreLog::new(STORE_INTERVAL);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -52,12 +55,16 @@ pub enum ServeError {
     NoListen,
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Privilege(#[from] crate::privilege::PrivilegeError),
 }
 
 /// What a reload replaces: the core (store, realms, policies) and clients.
 pub struct State {
     otpd: Arc<Otpd>,
     clients: ClientTable,
+    /// Kept across reloads (see `reload`).
+    limiter: Arc<RateLimiter>,
 }
 
 impl State {
@@ -69,8 +76,9 @@ impl State {
     /// Opens the core and the client table of `config`.
     pub fn open(config: Config) -> Result<State, ServeError> {
         let clients = ClientTable::new(&config.radius.clients)?;
+        let limiter = Arc::new(RateLimiter::new(&config.rate_limit));
         let otpd = Arc::new(Otpd::open(config)?);
-        Ok(State { otpd, clients })
+        Ok(State { otpd, clients, limiter })
     }
 
     /// One datagram handled from end to end, synchronously and without the
@@ -79,7 +87,7 @@ impl State {
     pub fn handle(&self, data: &[u8], source: SocketAddr) -> Result<Vec<u8>, Dropped> {
         match check(&self.clients, data, source)? {
             Checked::Reply(reply) => Ok(reply),
-            Checked::Work(client) => Ok(answer(&self.otpd, client, data, source)),
+            Checked::Work(client) => Ok(answer(&self.otpd, &self.limiter, client, data, source)),
         }
     }
 }
@@ -107,6 +115,7 @@ enum Checked<'a> {
 /// One Access-Request for a core thread.
 struct Job {
     otpd: Arc<Otpd>,
+    limiter: Arc<RateLimiter>,
     client: RadiusClientConfig,
     raw: Vec<u8>,
     source: SocketAddr,
@@ -154,6 +163,8 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
             UdpSocket::bind(addr).await.map_err(|source| ServeError::Bind { addr: *addr, source })?;
         sockets.push(Arc::new(socket));
     }
+    // Bound (port 1812 may need root) and the store open: now unprivileged.
+    crate::privilege::become_service_user(&config)?;
     let shared = Arc::new(Shared {
         state: RwLock::new(Arc::new(state)),
         cache: ReplyCache::default(),
@@ -212,7 +223,7 @@ fn start_core_threads(shared: &Arc<Shared>, queue: &Receiver<Job>) -> std::io::R
             std::thread::Builder::new().name(format!("otpd-core-{i}")).spawn(move || {
                 for job in queue {
                     let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        answer(&job.otpd, &job.client, &job.raw, job.source)
+                        answer(&job.otpd, &job.limiter, &job.client, &job.raw, job.source)
                     }));
                     let reply: Arc<[u8]> = Arc::from(answered.unwrap_or_else(|_| {
                         error!("a core thread panicked answering {}; rejected", job.source);
@@ -243,7 +254,10 @@ fn send_from_thread(shared: &Shared, socket: &UdpSocket, reply: &[u8], target: S
 async fn reload(shared: &Shared, config_path: Option<PathBuf>) {
     let loaded = tokio::task::spawn_blocking(move || State::load(config_path.as_deref())).await;
     match loaded {
-        Ok(Ok((state, _))) => {
+        Ok(Ok((mut state, config))) => {
+            // The failed-attempt counts survive a reload; the limits change.
+            state.limiter = shared.state().limiter.clone();
+            state.limiter.configure(&config.rate_limit);
             let clients = state.clients.len();
             *shared.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
             info!("configuration reloaded ({clients} clients); listen addresses change only on restart");
@@ -300,6 +314,7 @@ async fn handle_datagram(
     }
     let job = Job {
         otpd: state.otpd.clone(),
+        limiter: state.limiter.clone(),
         client: client.clone(),
         raw: data.to_vec(),
         source,
@@ -360,8 +375,15 @@ async fn send(socket: &UdpSocket, reply: &[u8], target: SocketAddr) {
     }
 }
 
-/// Asks the core and encodes its verdict. The packet was checked already.
-fn answer(otpd: &Otpd, client: &RadiusClientConfig, raw: &[u8], source: SocketAddr) -> Vec<u8> {
+/// Asks the core and encodes its verdict, unless a rate limit refuses the
+/// request first. The packet was checked already.
+fn answer(
+    otpd: &Otpd,
+    limiter: &RateLimiter,
+    client: &RadiusClientConfig,
+    raw: &[u8],
+    source: SocketAddr,
+) -> Vec<u8> {
     let Ok(packet) = Packet::parse(raw) else { return Vec::new() };
     let secret = client.secret.as_bytes();
     let reject = |message: &str| {
@@ -376,6 +398,17 @@ fn answer(otpd: &Otpd, client: &RadiusClientConfig, raw: &[u8], source: SocketAd
         Some(Ok(u)) if !u.is_empty() => u.to_owned(),
         _ => return log_reject(&reject, "-", client, source, "no usable User-Name"),
     };
+    let located = otpd.realms().locate(&user, None, client.realm.as_deref()).ok();
+    let keys = Keys::new(
+        &user,
+        located.as_ref().map(|(login, realm)| (*login, realm.as_str())),
+        packet.attr(attr::CALLING_STATION_ID),
+    );
+    let admitted = match limiter.admit(&keys) {
+        Ok(admitted) => admitted,
+        Err(limited) => return rate_limited(&reject, &limited, client, source),
+    };
+    // From here, a reject without asking the core leaves `admitted` unsettled: a failure.
     let password = match packet.user_password(secret) {
         Ok(p) => p,
         Err(_) if packet.attr(attr::CHAP_PASSWORD).is_some() => {
@@ -393,12 +426,33 @@ fn answer(otpd: &Otpd, client: &RadiusClientConfig, raw: &[u8], source: SocketAd
     req.client = Some(nas_address(&packet, source.ip()));
     req.state = packet.attr(attr::STATE).map(|s| String::from_utf8_lossy(s).into_owned());
     req.service = Some(client.name.clone());
-    let realm =
-        otpd.realms().locate(&user, None, client.realm.as_deref()).map(|(_, r)| r).unwrap_or_default();
+    let realm = located.map(|(_, r)| r).unwrap_or_default();
 
     let shown = clean(&user);
-    let outcome = match otpd.authenticate(&req) {
-        Ok(outcome) => outcome,
+    let result = otpd.authenticate(&req);
+    limiter.settle(
+        admitted,
+        match &result {
+            Ok(Outcome::Accept { .. }) => Settle::Accepted,
+            Ok(Outcome::Reject { .. }) => Settle::Rejected,
+            Ok(Outcome::Challenge { .. }) | Err(_) => Settle::Neither,
+        },
+    );
+    let outcome = match result {
+        Ok(outcome) => {
+            STORE_LOG.served();
+            outcome
+        }
+        Err(otpd_core::Error::Store(e)) => {
+            // The error once per interval; the decision, as always, per login.
+            STORE_LOG.failed(&e);
+            info!(
+                "user={shown} realm={realm} client={} ({}) result=reject reason=\"internal error (store)\" serial=-",
+                client.name,
+                source.ip().to_canonical()
+            );
+            return internal_error_reply(client, raw);
+        }
         Err(e) => {
             error!("user={shown} realm={realm} client={} result=reject reason=\"error: {e}\"", client.name);
             return internal_error_reply(client, raw);
@@ -433,6 +487,29 @@ fn answer(otpd: &Otpd, client: &RadiusClientConfig, raw: &[u8], source: SocketAd
         clean(outcome.message())
     );
     reply
+}
+
+/// The Access-Reject of a request that a rate limit refused before the
+/// core; logged once per window and key, not per request (a flood must not
+/// become a flood of log lines).
+fn rate_limited(
+    reject: &dyn Fn(&str) -> Vec<u8>,
+    limited: &Limited,
+    client: &RadiusClientConfig,
+    source: SocketAddr,
+) -> Vec<u8> {
+    if limited.first {
+        warn!(
+            "rate limit: {} failed attempts of {} {} within the window; its requests are rejected \
+             without checking until the window ends (first refused via client={} ({}))",
+            limited.failures,
+            limited.kind,
+            clean(&limited.key),
+            client.name,
+            source.ip().to_canonical()
+        );
+    }
+    reject(ratelimit::LIMITED_MESSAGE)
 }
 
 /// An Access-Reject for a request the core failed on.

@@ -813,6 +813,17 @@ impl StoreWrite for SqliteTx<'_> {
             .map_err(|e| self.err(e))
     }
 
+    fn clear_failcount_exceeded(&mut self, serial: &str, exceeded: Timestamp) -> Result<bool, StoreError> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE tokens SET failcount = 0, failcounter_exceeded = NULL \
+                 WHERE serial = ?1 AND failcount = maxfail AND failcounter_exceeded = ?2",
+            )
+            .and_then(|mut s| s.execute(params![serial, exceeded.as_second()]))
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
     fn append_audit(&mut self, a: &AuditRecord) -> Result<(), StoreError> {
         self.conn()
             .prepare_cached(
