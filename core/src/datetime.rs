@@ -866,6 +866,19 @@ mod tests {
         assert!(!message.contains('\u{1b}'), "{message}");
     }
 
+    /// From the validity_date fuzzer (fuzz/fuzz_targets/validity_date.rs):
+    /// control characters are shown escaped, six bytes each, which makes the
+    /// longest messages (over 600 bytes); 64 characters at most keep them
+    /// bounded.
+    #[test]
+    fn fuzz_control_characters_are_shown_escaped_and_bounded() {
+        let input = format!("{}A29.\u{fffd}2.2\r\0\0\0\u{fffd}\0", "\u{12}".repeat(80));
+        let message = reject(&input).to_string();
+        assert!(message.len() < 1024, "{} bytes: {message}", message.len());
+        assert_eq!(message.matches("\\u{12}").count(), 64, "{message}");
+        assert!(!message.contains('\u{12}') && message.contains('…'), "{message}");
+    }
+
     #[test]
     fn dst_offsets_use_the_wall_clock() {
         let now = berlin(date(2024, 3, 15).at(10, 15, 42, 0));
