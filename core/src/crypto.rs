@@ -6,6 +6,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -180,11 +181,44 @@ fn pin_hasher(params: &PinHashParams) -> Result<Argon2<'static>, CryptoError> {
     Ok(Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params))
 }
 
+/// Argon2id runs at once in this process, at most. Each takes its memory
+/// cost (19 MiB by default) for its duration: without a bound, a flood of
+/// wrong PINs or unknown users on the daemon's 64 core threads would take
+/// over a GiB. The runs are CPU-bound, so more than one a core gains nothing.
+struct Argon2Slots {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+static ARGON2_SLOTS: Argon2Slots = Argon2Slots { busy: Mutex::new(0), freed: Condvar::new() };
+
+fn argon2_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+}
+
+/// Runs `f` (an Argon2id computation) when a slot is free.
+fn with_argon2_slot<T>(f: impl FnOnce() -> T) -> T {
+    struct Slot;
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            *ARGON2_SLOTS.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+            ARGON2_SLOTS.freed.notify_one();
+        }
+    }
+    let mut busy = ARGON2_SLOTS.busy.lock().unwrap_or_else(|p| p.into_inner());
+    while *busy >= argon2_slots() {
+        busy = ARGON2_SLOTS.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+    }
+    *busy += 1;
+    drop(busy);
+    let _slot = Slot;
+    f()
+}
+
 /// Hashes a PIN into a PHC string (`$argon2id$...`).
 pub fn hash_pin(pin: &str, params: &PinHashParams) -> Result<String, CryptoError> {
-    pin_hasher(params)?
-        .hash_password(pin.as_bytes())
-        .map(|h| h.to_string())
+    let hasher = pin_hasher(params)?;
+    with_argon2_slot(|| hasher.hash_password(pin.as_bytes()).map(|h| h.to_string()))
         .map_err(|e| CryptoError::PinHash(e.to_string()))
 }
 
@@ -192,7 +226,7 @@ pub fn hash_pin(pin: &str, params: &PinHashParams) -> Result<String, CryptoError
 /// a malformed hash never matches.
 pub fn verify_pin_hash(pin: &str, phc: &str) -> bool {
     let Ok(hash) = argon2::PasswordHash::new(phc) else { return false };
-    Argon2::default().verify_password(pin.as_bytes(), &hash).is_ok()
+    with_argon2_slot(|| Argon2::default().verify_password(pin.as_bytes(), &hash).is_ok())
 }
 
 #[cfg(test)]
@@ -275,6 +309,30 @@ mod tests {
         assert!(h.contains("m=48128,t=1,p=2"), "{h}");
         assert!(verify_pin_hash("1234", &h), "verified with the hash's parameters");
         assert!(!verify_pin_hash("4321", &h));
+    }
+
+    #[test]
+    fn argon2_runs_at_once_are_bounded() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static RUNNING: AtomicUsize = AtomicUsize::new(0);
+        static PEAK: AtomicUsize = AtomicUsize::new(0);
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    with_argon2_slot(|| {
+                        let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+                        PEAK.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        RUNNING.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let peak = PEAK.load(Ordering::SeqCst);
+        assert!(peak >= 1 && peak <= argon2_slots(), "peak {peak}, slots {}", argon2_slots());
     }
 
     #[test]
