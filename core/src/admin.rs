@@ -416,24 +416,14 @@ impl Otpd {
         if random_pin.is_some() {
             self.hand_on_pin(&pin_text, &serial, user.as_ref(), realm, t, &q)?;
         }
-        let label_vars = |serial: &str| {
-            let (given, surname) =
-                label::split_name(user.as_ref().and_then(|u| u.full_name.as_deref()).unwrap_or(""));
-            (
-                serial.to_owned(),
-                user.as_ref().map_or(String::new(), |u| u.login.clone()),
-                realm.unwrap_or("").to_owned(),
-                given.to_owned(),
-                surname.to_owned(),
-            )
-        };
-        let (v_serial, v_user, v_realm, v_given, v_surname) = label_vars(&serial);
+        let (givenname, surname) =
+            label::split_name(user.as_ref().and_then(|u| u.full_name.as_deref()).unwrap_or(""));
         let vars = label::LabelVars {
-            serial: &v_serial,
-            user: &v_user,
-            realm: &v_realm,
-            givenname: &v_given,
-            surname: &v_surname,
+            serial: &serial,
+            user: user.as_ref().map_or("", |u| u.login.as_str()),
+            realm: realm.unwrap_or(""),
+            givenname,
+            surname,
         };
         let render = |action: &str, default: &str| -> Result<String> {
             let template = self.policies.unique_text(Scope::Enrollment, action, &q)?;

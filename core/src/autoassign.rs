@@ -14,7 +14,7 @@ use crate::limits;
 use crate::policy::{PolicyQuery, Scope};
 use crate::realm::User;
 use crate::store::TokenFilter;
-use crate::token::{Owner, StoredPin, Token, TokenType};
+use crate::token::{StoredPin, Token, TokenType};
 use crate::validate::{AuthRequest, Outcome, PinCheck};
 
 pub const ASSIGNED_MESSAGE: &str = "Token assigned to user via Autoassignment";
@@ -94,11 +94,7 @@ impl Otpd {
             return Ok(None);
         }
         let Some(mut fresh) = tx.token(&token.serial)? else { return Ok(None) };
-        fresh.owner = Some(Owner {
-            login: user.login.clone(),
-            realm: user.realm.clone(),
-            resolver: user.resolver.clone(),
-        });
+        fresh.owner = Some(crate::admin::owner_of(user));
         if !fresh.realms.contains(&user.realm) {
             fresh.realms.push(user.realm.clone());
             fresh.realms.sort();

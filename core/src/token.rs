@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::config::PinHashParams;
 use crate::crypto::{self, SecretKey};
 use crate::otp::{self, HashAlgorithm};
+use crate::pincache::PinCache;
 
 pub const DEFAULT_OTPLEN: u32 = 6;
 pub const DEFAULT_COUNT_WINDOW: u32 = 10;
@@ -97,11 +98,12 @@ impl StoredPin {
         }
     }
 
-    /// An empty stored PIN matches only an empty given PIN.
-    pub fn matches(&self, given: &str, key: &SecretKey) -> bool {
+    /// An empty stored PIN matches only an empty given PIN. Hash verdicts
+    /// go through `pins`, which remembers them (Argon2id is slow by design).
+    pub(crate) fn matches(&self, given: &str, key: &SecretKey, pins: &PinCache) -> bool {
         match self {
             StoredPin::Empty => given.is_empty(),
-            StoredPin::Hash(phc) => !given.is_empty() && crypto::verify_pin_hash(given, phc),
+            StoredPin::Hash(phc) => !given.is_empty() && pins.verify(given, phc),
             StoredPin::Encrypted(sealed) => match key.open(PIN_CONTEXT, sealed) {
                 Ok(pin) => crypto::ct_eq(&pin, given.as_bytes()),
                 Err(_) => false,

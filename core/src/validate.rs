@@ -19,7 +19,7 @@ use crate::events::{EventRequest, EventResult, Position};
 use crate::policy::{ActionValue, PolicyQuery, Scope};
 use crate::realm::User;
 use crate::store::{AuditRecord, Challenge, StoreWrite, TokenFilter};
-use crate::token::{Consume, DEFAULT_OTPLEN, StoredPin, Token, TokenType};
+use crate::token::{Consume, DEFAULT_OTPLEN, Token, TokenType};
 
 /// Which front asked; recorded in the audit trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -485,10 +485,7 @@ impl<'a> PinCheck<'a> {
 
     fn matches(&self, token: &Token, given: &str) -> Result<bool> {
         match self.mode {
-            OtpPin::TokenPin => Ok(match &token.pin {
-                StoredPin::Hash(phc) => !given.is_empty() && self.otpd.pins.verify(given, phc),
-                other => other.matches(given, &self.otpd.key),
-            }),
+            OtpPin::TokenPin => Ok(token.pin.matches(given, &self.otpd.key, &self.otpd.pins)),
             OtpPin::UserStore => self.userstore_password(given),
             OtpPin::None => Ok(given.is_empty()),
         }

@@ -451,11 +451,11 @@ fn answer(
                 client.name,
                 source.ip().to_canonical()
             );
-            return internal_error_reply(client, raw);
+            return reject(INTERNAL_ERROR);
         }
         Err(e) => {
             error!("user={shown} realm={realm} client={} result=reject reason=\"error: {e}\"", client.name);
-            return internal_error_reply(client, raw);
+            return reject(INTERNAL_ERROR);
         }
     };
     let serial = outcome.serial().unwrap_or("-");
@@ -512,10 +512,14 @@ fn rate_limited(
     reject(ratelimit::LIMITED_MESSAGE)
 }
 
-/// An Access-Reject for a request the core failed on.
+/// The Reply-Message of a reject for a request the core failed on.
+const INTERNAL_ERROR: &str = "authentication failed: internal error";
+
+/// The reject for a request whose core call panicked (`answer` and its
+/// parsed packet are gone by then).
 fn internal_error_reply(client: &RadiusClientConfig, raw: &[u8]) -> Vec<u8> {
     let Ok(packet) = Packet::parse(raw) else { return Vec::new() };
-    let message: &[u8] = b"authentication failed: internal error";
+    let message: &[u8] = INTERNAL_ERROR.as_bytes();
     codec::encode_response(
         &packet,
         code::ACCESS_REJECT,
