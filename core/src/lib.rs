@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use realm::{Realms, User};
 pub use store::{AuditRecord, TokenFilter, TokenStore};
 pub use token::{Token, TokenType};
-pub use validate::{AuthRequest, Front, Outcome, TokenStatus};
+pub use validate::{AuthDone, AuthRequest, Front, Outcome, TokenStatus};
 
 use crypto::SecretKey;
 use events::Events;

@@ -4,7 +4,10 @@
 //! the user, try each of their tokens (split, PIN, OTP), then decide on the
 //! first non-empty branch (valid, challenge-response, challenge-request,
 //! pin-matching, invalid, skipped), and commit counters, failcounters,
-//! challenges and the audit record in one transaction.
+//! challenges and the audit record in one transaction. `authenticate`
+//! waits for that commit; `authenticate_then` hands the outcome to a
+//! callback once the commit is durable, so that a thread serving many
+//! logins never sleeps through an fsync.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
@@ -140,12 +143,29 @@ enum Verdict {
     Valid(Consume),
 }
 
+/// What `authenticate_then` calls with the outcome, once it is committed.
+pub type AuthDone = Box<dyn FnOnce(Result<Outcome>) + Send>;
+
+/// What a decided login leaves to do: append its audit record and commit,
+/// in the decision's transaction when it has one.
+struct Finish<'a> {
+    tx: Option<Box<dyn StoreWrite + 'a>>,
+    audit: AuditRecord,
+    outcome: Outcome,
+}
+
+impl<'a> Finish<'a> {
+    fn new(tx: Option<Box<dyn StoreWrite + 'a>>, audit: AuditRecord, outcome: Outcome) -> Result<Self> {
+        Ok(Finish { tx, audit, outcome })
+    }
+}
+
 impl Otpd {
     /// Authenticates a user with PIN+OTP. `Err` only for faults (store,
     /// userstore, key); every "no" is an `Outcome::Reject` with its reason.
     pub fn authenticate(&self, req: &AuthRequest) -> Result<Outcome> {
         if !self.events.listens("validate_check") {
-            return self.verdict(req);
+            return self.finish(self.verdict(req)?);
         }
         let user = self.realms.resolve(&req.user, req.realm.as_deref(), req.fallback_realm.as_deref()).ok();
         let mut event = EventRequest {
@@ -157,7 +177,7 @@ impl Otpd {
             result: None,
         };
         self.fire(Position::Pre, &event);
-        let outcome = self.verdict(req)?;
+        let outcome = self.finish(self.verdict(req)?)?;
         event.result = Some(EventResult {
             value: outcome.is_accept(),
             status: true,
@@ -174,8 +194,40 @@ impl Otpd {
         Ok(outcome)
     }
 
-    /// The verdict on a request, without event handlers.
-    fn verdict(&self, req: &AuthRequest) -> Result<Outcome> {
+    /// `authenticate` without waiting for the commit: `done` gets the
+    /// outcome once it is durable (or the error), on this thread or on the
+    /// one that commits the group. The caller must `flush` when it has no
+    /// more logins at hand. With `validate_check` event handlers, whose
+    /// post entries must see a committed outcome, it waits as
+    /// `authenticate` does and calls `done` before returning.
+    pub fn authenticate_then(&self, req: &AuthRequest, done: AuthDone) {
+        if self.events.listens("validate_check") {
+            return done(self.authenticate(req));
+        }
+        let finish = match self.verdict(req) {
+            Ok(finish) => finish,
+            Err(e) => return done(Err(e)),
+        };
+        let Finish { tx, audit, outcome } = finish;
+        let mut tx = match tx.map_or_else(|| self.store.write(), Ok) {
+            Ok(tx) => tx,
+            Err(e) => return done(Err(e.into())),
+        };
+        let audit = audited(audit, &outcome);
+        if let Err(e) = tx.append_audit(&audit) {
+            return done(Err(e.into()));
+        }
+        tx.commit_then(Box::new(move |committed| done(committed.map(|()| outcome).map_err(Error::from))));
+    }
+
+    /// Commits the logins `authenticate_then` left waiting for their group.
+    pub fn flush(&self) {
+        self.store.flush();
+    }
+
+    /// The verdict on a request, without event handlers, and what is left
+    /// to commit.
+    fn verdict(&self, req: &AuthRequest) -> Result<Finish<'_>> {
         let now = self.clock.now();
         let mut audit = AuditRecord {
             time: now,
@@ -214,17 +266,17 @@ impl Otpd {
                 };
                 audit.user = Some(login);
                 audit.realm = Some(realm);
-                return self.finish(None, audit, outcome);
+                return Finish::new(None, audit, outcome);
             }
             Err(Error::UnknownRealm(realm)) => {
-                return self.finish(
+                return Finish::new(
                     None,
                     audit,
                     Outcome::reject(format!("Realm {realm} does not exist."), None),
                 );
             }
             Err(Error::NoDefaultRealm) => {
-                return self.finish(None, audit, Outcome::reject(Error::NoDefaultRealm.to_string(), None));
+                return Finish::new(None, audit, Outcome::reject(Error::NoDefaultRealm.to_string(), None));
             }
             Err(e) => return Err(e),
         };
@@ -239,13 +291,13 @@ impl Otpd {
         };
         let pins = match self.policies.unique_text(Scope::Authentication, "otppin", &query) {
             Ok(mode) => PinCheck::new(self, &user, mode.as_deref()),
-            Err(e) => return self.finish(None, audit, Outcome::reject(e.to_string(), None)),
+            Err(e) => return Finish::new(None, audit, Outcome::reject(e.to_string(), None)),
         };
 
         let mut tokens = self.user_tokens(&user)?;
         if tokens.is_empty() {
             let outcome = self.without_token(&user, req, &query, &pins, now)?;
-            return self.finish(None, audit, outcome);
+            return Finish::new(None, audit, outcome);
         }
         // failcounter_clear_timeout (semantics.md 2.3 step 4.1): a token
         // locked out long enough is cleared before it is tried, whatever
@@ -274,7 +326,7 @@ impl Otpd {
         let challenge_text = match self.policies.unique_text(Scope::Authentication, "challenge_text", &query)
         {
             Ok(text) => text.unwrap_or_else(|| DEFAULT_CHALLENGE_TEXT.to_owned()),
-            Err(e) => return self.finish(None, audit, Outcome::reject(e.to_string(), None)),
+            Err(e) => return Finish::new(None, audit, Outcome::reject(e.to_string(), None)),
         };
 
         let mut tx = self.store.write()?;
@@ -287,7 +339,7 @@ impl Otpd {
             cleared: &cleared,
         };
         let outcome = decision.decide(tx.as_mut(), &tokens, &verdicts)?;
-        self.finish(Some(tx), audit, outcome)
+        Finish::new(Some(tx), audit, outcome)
     }
 
     /// A user without any token: passOnNoToken, then passthru (the whole
@@ -435,25 +487,26 @@ impl Otpd {
         })
     }
 
-    /// Appends the audit record for `outcome` and commits (one fsync for
+    /// Appends the audit record for the outcome and commits (one fsync for
     /// the counters, failcounters and the audit record together).
-    fn finish(
-        &self,
-        tx: Option<Box<dyn StoreWrite + '_>>,
-        mut audit: AuditRecord,
-        outcome: Outcome,
-    ) -> Result<Outcome> {
+    fn finish(&self, finish: Finish<'_>) -> Result<Outcome> {
+        let Finish { tx, audit, outcome } = finish;
         let mut tx = match tx {
             Some(tx) => tx,
             None => self.store.write()?,
         };
-        audit.success = outcome.is_accept();
-        audit.serial = outcome.serial().map(str::to_owned);
-        audit.message = outcome.message().to_owned();
-        tx.append_audit(&audit)?;
+        tx.append_audit(&audited(audit, &outcome))?;
         tx.commit()?;
         Ok(outcome)
     }
+}
+
+/// The audit record of a login, completed with its outcome.
+fn audited(mut audit: AuditRecord, outcome: &Outcome) -> AuditRecord {
+    audit.success = outcome.is_accept();
+    audit.serial = outcome.serial().map(str::to_owned);
+    audit.message = outcome.message().to_owned();
+    audit
 }
 
 /// How PINs are checked for one request (the `otppin` policy): against the

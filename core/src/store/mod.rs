@@ -124,11 +124,25 @@ pub trait StoreWrite: StoreRead {
         now: Timestamp,
     ) -> Result<usize, StoreError>;
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    /// Like `commit`, without waiting: `done` is called once with the
+    /// result when the commit is durable (or has failed), possibly on
+    /// another thread. A backend that groups commits may hold the member
+    /// until its group is full or old, another writer commits it, or
+    /// `TokenStore::flush` is called: whoever defers a commit must flush
+    /// when it has no more work at hand.
+    fn commit_then(self: Box<Self>, done: CommitDone);
 }
+
+/// What `StoreWrite::commit_then` calls when the commit has settled.
+pub type CommitDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 pub trait TokenStore: Send + Sync + std::fmt::Debug {
     fn read(&self) -> Result<Box<dyn StoreRead + '_>, StoreError>;
     /// A write transaction that holds the write lock from its start, so that
     /// a read-check-write inside it cannot interleave with another writer.
     fn write(&self) -> Result<Box<dyn StoreWrite + '_>, StoreError>;
+    /// Commits the deferred members (`commit_then`) waiting for their group,
+    /// unless a writer is about to join it (that writer commits it then).
+    /// Their callbacks have run when it returns, unless that writer's do.
+    fn flush(&self);
 }

@@ -6,12 +6,14 @@
 //! * `cache`: the reply cache that answers retransmissions.
 //! * `droplog`: rate-limited logging of dropped datagrams.
 //! * `ratelimit`: limits on failed attempts per user and per source.
+//! * `queue`: the bounded queue from the receive loops to the core threads.
 //! * `server`: the sockets, the core threads, reload and shutdown.
 
 mod cache;
 mod clients;
 pub mod codec;
 mod droplog;
+mod queue;
 pub mod ratelimit;
 mod server;
 

@@ -1,14 +1,19 @@
 //! The RADIUS listener: one receive loop per `radius.listen` address, each
 //! datagram checked (client, packet shape, Message-Authenticator, reply
-//! cache) on the loop and then queued for a pool of core threads, which
-//! call the blocking core, send the reply themselves and cache it. A slow
-//! store or userstore never stalls the socket, and a login costs one
-//! thread hand-off. The queue is bounded: beyond it, requests are shed
-//! with a counted, logged drop. The core threads are many (a login mostly
-//! waits for the shared commit of its group; see the SQLite store), so
-//! that concurrent logins share one fsync. SIGHUP reloads the
-//! configuration; SIGTERM (or SIGINT) stops the loops and drains the
-//! queue. Shutdown is handled in `serve` alone.
+//! cache) on the loop and then queued for a pool of core threads. A slow
+//! store or userstore never stalls the socket. The queue is bounded:
+//! beyond it, requests are shed with a counted, logged drop.
+//!
+//! A core thread never sleeps through a commit: it asks the core with
+//! `authenticate_then` and takes the next request, and the reply of each
+//! login is encoded, cached and sent by whichever thread commits the
+//! login's group (see the SQLite store), after that commit. A core thread
+//! that finds the queue empty flushes the group, so a group holds the
+//! logins that arrived during the previous commit: one fsync for all of
+//! them, and few thread wake-ups per login. The threads are still several,
+//! so that a slow PIN hash or userstore does not hold up the others.
+//! SIGHUP reloads the configuration; SIGTERM (or SIGINT) stops the loops
+//! and drains the queue. Shutdown is handled in `serve` alone.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -16,7 +21,6 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
 use otpd_core::config::RadiusClientConfig;
 use otpd_core::{AuthRequest, Config, Front, Otpd, Outcome};
 use tokio::net::UdpSocket;
@@ -29,12 +33,13 @@ use super::cache::{Key, Lookup, ReplyCache};
 use super::clients::{ClientError, ClientTable};
 use super::codec::{self, MessageAuthenticator, Packet, attr, code};
 use super::droplog::{DropLog, STORE_INTERVAL, StoreLog};
-use super::ratelimit::{self, Keys, Limited, RateLimiter, Settle};
+use super::queue::{Pop, Queue, Refused};
+use super::ratelimit::{self, Admitted, Keys, Limited, RateLimiter, Settle};
 
 /// Threads that run the core; the other requests in flight queue for
-/// them. Enough for large commit groups, few enough that each keeps a
-/// pooled store connection.
-const CORE_THREADS: usize = 64;
+/// them. They do not wait for commits, so a few per core suffice; the
+/// rest are for requests stuck in a slow PIN hash or userstore.
+const CORE_THREADS: usize = 16;
 /// Requests waiting for a core thread, at most; beyond, requests are shed.
 const QUEUE: usize = 192;
 /// How long SIGTERM waits for queued and running requests.
@@ -87,7 +92,13 @@ impl State {
     pub fn handle(&self, data: &[u8], source: SocketAddr) -> Result<Vec<u8>, Dropped> {
         match check(&self.clients, data, source)? {
             Checked::Reply(reply) => Ok(reply),
-            Checked::Work(client) => Ok(answer(&self.otpd, &self.limiter, client, data, source)),
+            Checked::Work(client) => {
+                let (sender, replies) = std::sync::mpsc::channel();
+                let to = ReplyTo::new(client.clone(), data.to_vec(), source, Sink::Channel(sender));
+                answer_then(&self.otpd, &self.limiter, to);
+                self.otpd.flush();
+                Ok(replies.recv().unwrap_or_default())
+            }
         }
     }
 }
@@ -116,11 +127,60 @@ enum Checked<'a> {
 struct Job {
     otpd: Arc<Otpd>,
     limiter: Arc<RateLimiter>,
+    to: ReplyTo,
+}
+
+/// The request a reply answers and where the reply goes. Dropped without
+/// a reply (the core panicked), it sends the internal-error reject, so a
+/// NAS is never left to time out by a fault of ours.
+struct ReplyTo {
     client: RadiusClientConfig,
     raw: Vec<u8>,
     source: SocketAddr,
-    key: Key,
-    socket: Arc<UdpSocket>,
+    sink: Sink,
+    sent: bool,
+}
+
+enum Sink {
+    /// Cached under `key`, then sent from `socket` to the request's source.
+    Socket { shared: Arc<Shared>, socket: Arc<UdpSocket>, key: Key },
+    /// Handed back to `State::handle`.
+    Channel(std::sync::mpsc::Sender<Vec<u8>>),
+}
+
+impl ReplyTo {
+    fn new(client: RadiusClientConfig, raw: Vec<u8>, source: SocketAddr, sink: Sink) -> ReplyTo {
+        ReplyTo { client, raw, source, sink, sent: false }
+    }
+
+    fn send(mut self, reply: Vec<u8>) {
+        self.sent = true;
+        self.deliver(reply);
+    }
+
+    fn deliver(&self, reply: Vec<u8>) {
+        match &self.sink {
+            Sink::Socket { shared, socket, key } => {
+                let reply: Arc<[u8]> = Arc::from(reply);
+                // Cached before it is sent, so a retransmission that
+                // crosses the reply on the wire finds it.
+                shared.cache.finish(*key, reply.clone());
+                send_from_thread(shared, socket, &reply, self.source);
+            }
+            Sink::Channel(sender) => {
+                let _ = sender.send(reply);
+            }
+        }
+    }
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        if !self.sent {
+            error!("the core failed answering {} (a panic); rejected", self.source);
+            self.deliver(internal_error_reply(&self.client, &self.raw));
+        }
+    }
 }
 
 struct Shared {
@@ -171,9 +231,8 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         drops: DropLog::default(),
         runtime: Handle::current(),
     });
-    let (jobs, queue) = crossbeam_channel::bounded::<Job>(QUEUE);
-    let workers = start_core_threads(&shared, &queue).map_err(ServeError::Runtime)?;
-    drop(queue);
+    let jobs = Arc::new(Queue::<Job>::new(QUEUE));
+    let workers = start_core_threads(&jobs).map_err(ServeError::Runtime)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
     for socket in sockets {
@@ -183,7 +242,6 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         info!("listening on {addr} ({} clients)", shared.state().clients.len());
         loops.push(tokio::spawn(receive_loop(socket, shared.clone(), jobs.clone(), stop_rx.clone())));
     }
-    drop(jobs);
 
     let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Runtime)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;
@@ -201,7 +259,8 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     for l in loops {
         let _ = l.await;
     }
-    // The loops held the last senders: the core threads finish the queue and end.
+    // The core threads finish the queue and end.
+    jobs.close();
     let drained = tokio::task::spawn_blocking(move || {
         for w in workers {
             let _ = w.join();
@@ -214,25 +273,44 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// The core threads: each takes a queued request, asks the core, sends
-/// and caches the reply, until the queue is closed and empty.
-fn start_core_threads(shared: &Arc<Shared>, queue: &Receiver<Job>) -> std::io::Result<Vec<JoinHandle<()>>> {
+/// The core threads: each takes a queued request and asks the core, which
+/// replies once the login is committed; with the queue empty it flushes
+/// the open commit group first. They end when the queue is closed and
+/// empty, after a last flush.
+fn start_core_threads(queue: &Arc<Queue<Job>>) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..CORE_THREADS)
         .map(|i| {
-            let (shared, queue) = (shared.clone(), queue.clone());
+            let queue = queue.clone();
             std::thread::Builder::new().name(format!("otpd-core-{i}")).spawn(move || {
-                for job in queue {
-                    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        answer(&job.otpd, &job.limiter, &job.client, &job.raw, job.source)
+                // The core of the logins this thread left in an open group.
+                let mut unflushed: Option<Arc<Otpd>> = None;
+                loop {
+                    let job = match queue.pop() {
+                        Pop::Item(job) => job,
+                        Pop::Empty => {
+                            if let Some(otpd) = unflushed.take() {
+                                otpd.flush();
+                            }
+                            match queue.pop_wait() {
+                                Some(job) => job,
+                                None => break,
+                            }
+                        }
+                        Pop::Closed => break,
+                    };
+                    // After a reload, the old core's group is flushed at once.
+                    if let Some(previous) = unflushed.take_if(|o| !Arc::ptr_eq(o, &job.otpd)) {
+                        previous.flush();
+                    }
+                    unflushed = Some(job.otpd.clone());
+                    let Job { otpd, limiter, to } = job;
+                    // A panic drops `to`, which then sends the internal-error reject.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        answer_then(&otpd, &limiter, to)
                     }));
-                    let reply: Arc<[u8]> = Arc::from(answered.unwrap_or_else(|_| {
-                        error!("a core thread panicked answering {}; rejected", job.source);
-                        internal_error_reply(&job.client, &job.raw)
-                    }));
-                    // Cached before it is sent, so a retransmission that
-                    // crosses the reply on the wire finds it.
-                    shared.cache.finish(job.key, reply.clone());
-                    send_from_thread(&shared, &job.socket, &reply, job.source);
+                }
+                if let Some(otpd) = unflushed {
+                    otpd.flush();
                 }
             })
         })
@@ -270,7 +348,7 @@ async fn reload(shared: &Shared, config_path: Option<PathBuf>) {
 async fn receive_loop(
     socket: Arc<UdpSocket>,
     shared: Arc<Shared>,
-    jobs: Sender<Job>,
+    jobs: Arc<Queue<Job>>,
     mut stop: watch::Receiver<bool>,
 ) {
     // One byte more than the largest packet, to notice oversized datagrams.
@@ -292,8 +370,8 @@ async fn receive_loop(
 /// The checks on the receive loop; the core call goes to a core thread.
 async fn handle_datagram(
     socket: &Arc<UdpSocket>,
-    shared: &Shared,
-    jobs: &Sender<Job>,
+    shared: &Arc<Shared>,
+    jobs: &Queue<Job>,
     data: &[u8],
     source: SocketAddr,
 ) {
@@ -312,18 +390,18 @@ async fn handle_datagram(
         Lookup::InFlight => return,
         Lookup::Answered(reply) => return send(socket, &reply, source).await,
     }
+    let sink = Sink::Socket { shared: shared.clone(), socket: socket.clone(), key };
     let job = Job {
         otpd: state.otpd.clone(),
         limiter: state.limiter.clone(),
-        client: client.clone(),
-        raw: data.to_vec(),
-        source,
-        key,
-        socket: socket.clone(),
+        to: ReplyTo::new(client.clone(), data.to_vec(), source, sink),
     };
-    match jobs.try_send(job) {
+    match jobs.push(job) {
         Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
+        Err(Refused::Full(job)) => {
+            // Shed: no reply, not even the internal-error one.
+            let mut to = job.to;
+            to.sent = true;
             shared.cache.abandon(key);
             shared.drops.drop(
                 "overloaded",
@@ -331,7 +409,11 @@ async fn handle_datagram(
                 &format!(": {CORE_THREADS} requests in the core and {QUEUE} queued"),
             );
         }
-        Err(TrySendError::Disconnected(_)) => shared.cache.abandon(key),
+        Err(Refused::Closed(job)) => {
+            let mut to = job.to;
+            to.sent = true;
+            shared.cache.abandon(key);
+        }
     }
 }
 
@@ -375,16 +457,12 @@ async fn send(socket: &UdpSocket, reply: &[u8], target: SocketAddr) {
     }
 }
 
-/// Asks the core and encodes its verdict, unless a rate limit refuses the
-/// request first. The packet was checked already.
-fn answer(
-    otpd: &Otpd,
-    limiter: &RateLimiter,
-    client: &RadiusClientConfig,
-    raw: &[u8],
-    source: SocketAddr,
-) -> Vec<u8> {
-    let Ok(packet) = Packet::parse(raw) else { return Vec::new() };
+/// Asks the core, unless a rate limit refuses the request first; the reply
+/// goes to `to` (now, or once the login is committed). The packet was
+/// checked already.
+fn answer_then(otpd: &Otpd, limiter: &Arc<RateLimiter>, to: ReplyTo) {
+    let (client, source) = (&to.client, to.source);
+    let Ok(packet) = Packet::parse(&to.raw) else { return to.send(Vec::new()) };
     let secret = client.secret.as_bytes();
     let reject = |message: &str| {
         codec::encode_response(
@@ -396,7 +474,10 @@ fn answer(
     };
     let user = match packet.attr(attr::USER_NAME).map(std::str::from_utf8) {
         Some(Ok(u)) if !u.is_empty() => u.to_owned(),
-        _ => return log_reject(&reject, "-", client, source, "no usable User-Name"),
+        _ => {
+            let reply = log_reject(&reject, "-", client, source, "no usable User-Name");
+            return to.send(reply);
+        }
     };
     let located = otpd.realms().locate(&user, None, client.realm.as_deref()).ok();
     let keys = Keys::new(
@@ -406,87 +487,132 @@ fn answer(
     );
     let admitted = match limiter.admit(&keys) {
         Ok(admitted) => admitted,
-        Err(limited) => return rate_limited(&reject, &limited, client, source),
+        Err(limited) => {
+            let reply = rate_limited(&reject, &limited, client, source);
+            return to.send(reply);
+        }
     };
     // From here, a reject without asking the core leaves `admitted` unsettled: a failure.
     let password = match packet.user_password(secret) {
         Ok(p) => p,
         Err(_) if packet.attr(attr::CHAP_PASSWORD).is_some() => {
-            return log_reject(&reject, &user, client, source, "CHAP is not supported; configure PAP");
+            let reply = log_reject(&reject, &user, client, source, "CHAP is not supported; configure PAP");
+            return to.send(reply);
         }
         Err(e) => {
-            return log_reject(&reject, &user, client, source, &format!("no usable User-Password ({e})"));
+            let reply = log_reject(&reject, &user, client, source, &format!("no usable User-Password ({e})"));
+            return to.send(reply);
         }
     };
     let Ok(password) = String::from_utf8(password.to_vec()) else {
-        return log_reject(&reject, &user, client, source, "User-Password is not UTF-8");
+        let reply = log_reject(&reject, &user, client, source, "User-Password is not UTF-8");
+        return to.send(reply);
     };
     let mut req = AuthRequest::new(user.clone(), password, Front::Radius);
     req.fallback_realm = client.realm.clone();
     req.client = Some(nas_address(&packet, source.ip()));
     req.state = packet.attr(attr::STATE).map(|s| String::from_utf8_lossy(s).into_owned());
     req.service = Some(client.name.clone());
-    let realm = located.map(|(_, r)| r).unwrap_or_default();
-
-    let shown = clean(&user);
-    let result = otpd.authenticate(&req);
-    limiter.settle(
+    let decided = Decided {
+        limiter: limiter.clone(),
         admitted,
-        match &result {
-            Ok(Outcome::Accept { .. }) => Settle::Accepted,
-            Ok(Outcome::Reject { .. }) => Settle::Rejected,
-            Ok(Outcome::Challenge { .. }) | Err(_) => Settle::Neither,
-        },
-    );
-    let outcome = match result {
-        Ok(outcome) => {
-            STORE_LOG.served();
-            outcome
-        }
-        Err(otpd_core::Error::Store(e)) => {
-            // The error once per interval; the decision, as always, per login.
-            STORE_LOG.failed(&e);
-            info!(
-                "user={shown} realm={realm} client={} ({}) result=reject reason=\"internal error (store)\" serial=-",
-                client.name,
-                source.ip().to_canonical()
-            );
-            return reject(INTERNAL_ERROR);
-        }
-        Err(e) => {
-            error!("user={shown} realm={realm} client={} result=reject reason=\"error: {e}\"", client.name);
-            return reject(INTERNAL_ERROR);
-        }
+        shown: clean(&user),
+        realm: located.map(|(_, r)| r).unwrap_or_default(),
     };
-    let serial = outcome.serial().unwrap_or("-");
-    let (word, reply) = match &outcome {
-        Outcome::Accept { .. } => (
-            "accept",
+    otpd.authenticate_then(
+        &req,
+        Box::new(move |result| {
+            let reply = decided.reply(&to, result);
+            to.send(reply)
+        }),
+    );
+}
+
+/// What is left of a login once the core has decided: settle its rate
+/// limit charge, log the decision, encode the reply.
+struct Decided {
+    limiter: Arc<RateLimiter>,
+    admitted: Admitted,
+    /// The User-Name, escaped for the log.
+    shown: String,
+    realm: String,
+}
+
+impl Decided {
+    fn reply(self, to: &ReplyTo, result: otpd_core::Result<Outcome>) -> Vec<u8> {
+        let Decided { limiter, admitted, shown, realm } = self;
+        let (client, source) = (&to.client, to.source);
+        let Ok(packet) = Packet::parse(&to.raw) else { return Vec::new() };
+        let secret = client.secret.as_bytes();
+        let reject = |message: &str| {
             codec::encode_response(
                 &packet,
-                code::ACCESS_ACCEPT,
-                &[(attr::REPLY_MESSAGE, ACCEPT_MESSAGE)],
+                code::ACCESS_REJECT,
+                &[(attr::REPLY_MESSAGE, message.as_bytes())],
                 secret,
+            )
+        };
+        limiter.settle(
+            admitted,
+            match &result {
+                Ok(Outcome::Accept { .. }) => Settle::Accepted,
+                Ok(Outcome::Reject { .. }) => Settle::Rejected,
+                Ok(Outcome::Challenge { .. }) | Err(_) => Settle::Neither,
+            },
+        );
+        let outcome = match result {
+            Ok(outcome) => {
+                STORE_LOG.served();
+                outcome
+            }
+            Err(otpd_core::Error::Store(e)) => {
+                // The error once per interval; the decision, as always, per login.
+                STORE_LOG.failed(&e);
+                info!(
+                    "user={shown} realm={realm} client={} ({}) result=reject reason=\"internal error (store)\" serial=-",
+                    client.name,
+                    source.ip().to_canonical()
+                );
+                return reject(INTERNAL_ERROR);
+            }
+            Err(e) => {
+                error!(
+                    "user={shown} realm={realm} client={} result=reject reason=\"error: {e}\"",
+                    client.name
+                );
+                return reject(INTERNAL_ERROR);
+            }
+        };
+        let serial = outcome.serial().unwrap_or("-");
+        let (word, reply) = match &outcome {
+            Outcome::Accept { .. } => (
+                "accept",
+                codec::encode_response(
+                    &packet,
+                    code::ACCESS_ACCEPT,
+                    &[(attr::REPLY_MESSAGE, ACCEPT_MESSAGE)],
+                    secret,
+                ),
             ),
-        ),
-        Outcome::Reject { message, .. } => ("reject", reject(message)),
-        Outcome::Challenge { state, message, .. } => (
-            "challenge",
-            codec::encode_response(
-                &packet,
-                code::ACCESS_CHALLENGE,
-                &[(attr::STATE, state.as_bytes()), (attr::REPLY_MESSAGE, message.as_bytes())],
-                secret,
+            Outcome::Reject { message, .. } => ("reject", reject(message)),
+            Outcome::Challenge { state, message, .. } => (
+                "challenge",
+                codec::encode_response(
+                    &packet,
+                    code::ACCESS_CHALLENGE,
+                    &[(attr::STATE, state.as_bytes()), (attr::REPLY_MESSAGE, message.as_bytes())],
+                    secret,
+                ),
             ),
-        ),
-    };
-    info!(
-        "user={shown} realm={realm} client={} ({}) result={word} reason=\"{}\" serial={serial}",
-        client.name,
-        source.ip().to_canonical(),
-        clean(outcome.message())
-    );
-    reply
+        };
+        info!(
+            "user={shown} realm={realm} client={} ({}) result={word} reason=\"{}\" serial={serial}",
+            client.name,
+            source.ip().to_canonical(),
+            clean(outcome.message())
+        );
+        reply
+    }
 }
 
 /// The Access-Reject of a request that a rate limit refused before the

@@ -11,6 +11,12 @@
 //! waiting, or when it is big or old enough, and every member's `commit`
 //! returns only after that shared commit, with its result. A member that
 //! fails rolls back to its savepoint without touching the others.
+//!
+//! A member may also commit without waiting (`commit_then`, the RADIUS
+//! front's way): its callback runs on whichever thread settles the group,
+//! after the shared commit, and its thread goes on to the next login
+//! instead of sleeping through the fsync. Such a group commits when it is
+//! full or old, when a waiting member commits it, or at `flush`.
 
 mod migrations;
 
@@ -26,7 +32,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params, params_from_iter};
 
-use super::{AuditRecord, Challenge, StoreError, StoreRead, StoreWrite, TokenFilter, TokenStore};
+use super::{AuditRecord, Challenge, CommitDone, StoreError, StoreRead, StoreWrite, TokenFilter, TokenStore};
 use crate::otp::HashAlgorithm;
 use crate::token::{Consume, Owner, StoredPin, Token, TokenType};
 
@@ -109,6 +115,17 @@ struct Group {
     settled: u64,
     /// Recent groups that failed, with the reason.
     failed: Vec<(u64, String)>,
+    /// Members that did not wait (`commit_then`), with their group's number.
+    deferred: Deferred,
+}
+
+#[derive(Default)]
+struct Deferred(Vec<(u64, CommitDone)>);
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} deferred members", self.0.len())
+    }
 }
 
 /// Columns of `tokens` in the order `token_from_row` reads them.
@@ -221,6 +238,16 @@ impl SqliteStore {
         if group.conn.is_none() {
             group.conn = Some(Self::connect(&self.config, &self.display, WRITER_CACHE_KIB)?);
         }
+        if group.opened.is_some() && group.conn().is_autocommit() {
+            // SQLite rolled the group back under its members (it does on
+            // some I/O errors): they failed. A savepoint now would start a
+            // transaction of its own.
+            let e = StoreError::Backend {
+                path: self.display.clone(),
+                message: "the transaction was rolled back".into(),
+            };
+            self.fail_group(&mut group, &e);
+        }
         if group.opened.is_none() {
             run(group.conn(), "BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
             group.opened = Some(Instant::now());
@@ -228,6 +255,7 @@ impl SqliteStore {
         if let Err(e) = run(group.conn(), "SAVEPOINT member") {
             let e = self.err(e);
             self.fail_group(&mut group, &e);
+            self.run_deferred(group);
             return Err(e);
         }
         Ok(SqliteTx { store: self, conn: TxConn::Write(Some(group)), open: true })
@@ -241,39 +269,79 @@ impl SqliteStore {
         let due = group.members >= GROUP_MAX_MEMBERS
             || group.opened.is_some_and(|t| t.elapsed() >= GROUP_MAX_AGE)
             || self.queued.load(Ordering::SeqCst) == 0;
-        if group.opened.is_some() && due {
-            if group.members == 0 {
-                // Nothing to keep: end the transaction without a sync.
-                let _ = run(group.conn(), "ROLLBACK");
-                group.opened = None;
-                if !group.conn().is_autocommit() {
-                    group.conn = None;
-                }
-            } else {
-                match run(group.conn(), "COMMIT") {
-                    Ok(()) => {
-                        group.opened = None;
-                        group.members = 0;
-                        group.epoch += 1;
-                        group.settled = group.epoch;
-                        self.settled.notify_all();
-                    }
-                    Err(e) => {
-                        let e = self.err(e);
-                        self.fail_group(&mut group, &e);
-                    }
-                }
-            }
+        if due {
+            self.end_group(&mut group);
         }
-        let Some(epoch) = member else { return Ok(()) };
+        let Some(epoch) = member else {
+            self.run_deferred(group);
+            return Ok(());
+        };
         while group.settled <= epoch {
             group = self.settled.wait(group).unwrap_or_else(|p| p.into_inner());
         }
-        match group.failed.iter().find(|(e, _)| *e == epoch) {
+        let result = match group.failed.iter().find(|(e, _)| *e == epoch) {
             Some((_, message)) => {
                 Err(StoreError::Backend { path: self.display.clone(), message: message.clone() })
             }
             None => Ok(()),
+        };
+        self.run_deferred(group);
+        result
+    }
+
+    /// Commits the open group (one fsync), or ends it without a sync when
+    /// no member is left in it.
+    fn end_group(&self, group: &mut Group) {
+        if group.opened.is_none() {
+            return;
+        }
+        if group.members == 0 {
+            let _ = run(group.conn(), "ROLLBACK");
+            group.opened = None;
+            if !group.conn().is_autocommit() {
+                group.conn = None;
+            }
+            return;
+        }
+        match run(group.conn(), "COMMIT") {
+            Ok(()) => {
+                group.opened = None;
+                group.members = 0;
+                group.epoch += 1;
+                group.settled = group.epoch;
+                self.settled.notify_all();
+            }
+            Err(e) => {
+                let e = self.err(e);
+                self.fail_group(group, &e);
+            }
+        }
+    }
+
+    /// Calls back the deferred members whose group has settled, with the
+    /// writer connection released (a callback sends a reply; the next
+    /// group need not wait for that).
+    fn run_deferred(&self, mut group: MutexGuard<'_, Group>) {
+        let settled = group.settled;
+        if !group.deferred.0.iter().any(|(epoch, _)| *epoch < settled) {
+            return;
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut group.deferred.0).into_iter().partition(|(epoch, _)| *epoch < settled);
+        group.deferred.0 = waiting;
+        let results: Vec<_> = due
+            .into_iter()
+            .map(|(epoch, done)| {
+                let failed = group.failed.iter().find(|(e, _)| *e == epoch).map(|(_, m)| m.clone());
+                (done, failed)
+            })
+            .collect();
+        drop(group);
+        for (done, failed) in results {
+            done(match failed {
+                Some(message) => Err(StoreError::Backend { path: self.display.clone(), message }),
+                None => Ok(()),
+            });
         }
     }
 
@@ -907,6 +975,31 @@ impl StoreWrite for SqliteTx<'_> {
         let epoch = group.epoch;
         self.store.settle(group, Some(epoch))
     }
+
+    fn commit_then(mut self: Box<Self>, done: CommitDone) {
+        let TxConn::Write(group) = &mut self.conn else {
+            return done(Err(StoreError::Backend {
+                path: self.store.display.clone(),
+                message: "commit of a read transaction".into(),
+            }));
+        };
+        let mut group = group.take().expect("writer held until the member ends");
+        if let Err(e) = run(group.conn(), "RELEASE member") {
+            let e = self.store.err(e);
+            self.conn = TxConn::Write(Some(group));
+            // Drop rolls the member back (or fails the group).
+            drop(self);
+            return done(Err(e));
+        }
+        self.open = false;
+        group.members += 1;
+        let epoch = group.epoch;
+        group.deferred.0.push((epoch, done));
+        if group.members >= GROUP_MAX_MEMBERS || group.opened.is_some_and(|t| t.elapsed() >= GROUP_MAX_AGE) {
+            self.store.end_group(&mut group);
+        }
+        self.store.run_deferred(group);
+    }
 }
 
 impl TokenStore for SqliteStore {
@@ -916,6 +1009,14 @@ impl TokenStore for SqliteStore {
 
     fn write(&self) -> Result<Box<dyn StoreWrite + '_>, StoreError> {
         Ok(Box::new(self.begin_write()?))
+    }
+
+    fn flush(&self) {
+        let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            self.end_group(&mut group);
+        }
+        self.run_deferred(group);
     }
 }
 
@@ -1010,6 +1111,65 @@ mod tests {
         rolled_back.join().unwrap();
         kept.join().unwrap().unwrap();
         assert_eq!(serials(&self::store(&dir)), ["KEPT1", "KEPT2"]);
+    }
+
+    /// A deferred member's callback result, shared with the test.
+    fn deferred(store: &SqliteStore, serial: &str) -> Arc<Mutex<Option<Result<(), String>>>> {
+        let seen = Arc::new(Mutex::new(None));
+        let mut tx = store.write().unwrap();
+        tx.insert_token(&sample_token(TokenType::Hotp, serial)).unwrap();
+        let slot = Arc::clone(&seen);
+        tx.commit_then(Box::new(move |r| *slot.lock().unwrap() = Some(r.map_err(|e| e.to_string()))));
+        seen
+    }
+
+    #[test]
+    fn deferred_members_commit_together_at_flush_or_with_a_waiting_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let a = deferred(&store, "A");
+        let b = deferred(&store, "B");
+        // Neither is committed (another connection sees nothing) nor called back yet.
+        assert!(a.lock().unwrap().is_none() && b.lock().unwrap().is_none());
+        assert!(serials(&self::store(&dir)).is_empty());
+        store.flush();
+        assert_eq!(*a.lock().unwrap(), Some(Ok(())));
+        assert_eq!(*b.lock().unwrap(), Some(Ok(())));
+        assert_eq!(serials(&self::store(&dir)), ["A", "B"]);
+        assert_eq!(store.group.lock().unwrap().epoch, 1, "one commit for both");
+
+        // A member that waits commits the deferred ones of its group too.
+        let c = deferred(&store, "C");
+        insert(&store, "D").unwrap();
+        assert_eq!(*c.lock().unwrap(), Some(Ok(())));
+        assert_eq!(serials(&self::store(&dir)), ["A", "B", "C", "D"]);
+        // Nothing left to flush: a flush is harmless.
+        store.flush();
+        assert_eq!(store.group.lock().unwrap().epoch, 2);
+    }
+
+    #[test]
+    fn a_full_group_of_deferred_members_commits_without_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let seen: Vec<_> = (0..GROUP_MAX_MEMBERS).map(|i| deferred(&store, &format!("T{i}"))).collect();
+        assert!(seen.iter().all(|s| *s.lock().unwrap() == Some(Ok(()))));
+        assert_eq!(serials(&self::store(&dir)).len(), GROUP_MAX_MEMBERS);
+    }
+
+    #[test]
+    fn a_failed_group_commit_reaches_every_deferred_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let a = deferred(&store, "A");
+        // The group transaction vanishes under the members (as SQLite
+        // does on some I/O errors): the next member fails the group.
+        store.group.lock().unwrap().conn().execute_batch("ROLLBACK").unwrap();
+        // The next member finds out, fails the group and starts a new one.
+        insert(&store, "B").unwrap();
+        let failed = a.lock().unwrap().clone().expect("called back");
+        assert!(failed.unwrap_err().contains("rolled back"), "an error naming the failure");
+        assert_eq!(serials(&self::store(&dir)), ["B"]);
     }
 
     #[test]
