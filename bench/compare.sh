@@ -298,13 +298,26 @@ resolvers = ["u"]
 name = "u"
 type = "passwdfile"
 path = "users"
+
+# The PAM user has a realm of its own, with a userstore of one line as
+# pam_oath's users file has: a PAM login is a process of its own that
+# reads its userstore whole, and the load runs' thousands of users are
+# not part of the comparison.
+[[realms]]
+name = "pam"
+resolvers = ["p"]
+
+[[resolvers]]
+name = "p"
+type = "passwdfile"
+path = "pam-users"
 EOF
     } >"$CONF"
     {
         awk -v n="$N" 'BEGIN { for (i = 0; i < n; i++) printf "user%d:*\n", i }'
         awk -v n="$PIN_USERS" 'BEGIN { for (i = 0; i < n; i++) printf "puser%d:*\n", i }'
-        echo 'pamuser:*'
     } >"$dir/users"
+    echo 'pamuser:*' >"$dir/pam-users"
     if [ "$ENROLL" != init ] && otpd_cli token import --help >/dev/null 2>&1; then
         IMPORT=1
         log "enrolling tokens with 'otpd token import'"
@@ -314,7 +327,7 @@ EOF
     fi
     enroll hotp H user "$N"
     enroll hotp P puser "$PIN_USERS"
-    enroll hotp PAM pamuser 1 single
+    enroll hotp PAM pamuser 1 pam
     # PINs for the puser tokens; failcounters that never lock for the reject runs.
     log "setting PINs and maxfail"
     {
@@ -325,13 +338,14 @@ EOF
         || die "otpd token set failed"
 }
 
-# enroll TYPE SERIAL_PREFIX USER_PREFIX COUNT [single]: tokens SERIAL_PREFIX-USERk for
-# users USERk (k = 0..COUNT-1), or one token for user USER_PREFIX with "single".
+# enroll TYPE SERIAL_PREFIX USER_PREFIX COUNT [REALM]: tokens SERIAL_PREFIX-USERk for
+# users USERk (k = 0..COUNT-1) of the default realm, or with REALM one token for
+# user USER_PREFIX of that realm.
 enroll() {
-    local type=$1 sp=$2 up=$3 count=$4 single=${5:-} timestep="" csv=$WORK/otpd/import-$2.csv
+    local type=$1 sp=$2 up=$3 count=$4 realm=${5:-} timestep="" csv=$WORK/otpd/import-$2.csv
     [ "$type" = totp ] && timestep=30
-    if [ -n "$single" ]; then
-        printf '%s-%s,%s,%s,6,%s,%s,\n' "$sp" "$up" "$KEY" "$type" "$timestep" "$up" >"$csv"
+    if [ -n "$realm" ]; then
+        printf '%s-%s,%s,%s,6,%s,%s,%s\n' "$sp" "$up" "$KEY" "$type" "$timestep" "$up" "$realm" >"$csv"
     else
         awk -v n="$count" -v sp="$sp" -v up="$up" -v key="$KEY" -v type="$type" -v ts="$timestep" \
             'BEGIN { for (i = 0; i < n; i++) printf "%s-%s%d,%s,%s,6,%s,%s%d,\n", sp, up, i, key, type, ts, up, i }' >"$csv"
@@ -340,7 +354,7 @@ enroll() {
         otpd_cli token import "$csv" >/dev/null || die "otpd token import $csv failed"
     else
         # serial,key,type,digits,timestep,user,realm -> token init arguments.
-        awk -F, '{ printf "--serial %s --otpkey %s --type %s --digits %s%s --user %s\n", $1, $2, $3, $4, ($5 == "" ? "" : " --timestep " $5), $6 }' "$csv" \
+        awk -F, '{ printf "--serial %s --otpkey %s --type %s --digits %s%s --user %s%s\n", $1, $2, $3, $4, ($5 == "" ? "" : " --timestep " $5), $6, ($7 == "" ? "" : " --realm " $7) }' "$csv" \
             | xargs -L 1 "$OTPD" --config "$CONF" token init >/dev/null \
             || die "otpd token init failed"
     fi
@@ -427,7 +441,7 @@ bench_pam() {
     chown root:root "$pam_dir/users.oath"
     chmod 0600 "$pam_dir/users.oath"
     echo "auth required pam_oath.so usersfile=$pam_dir/users.oath window=20" >/etc/pam.d/otpd-bench-oath
-    echo "auth required $PAM_OTPD config=$CONF" >/etc/pam.d/otpd-bench-otpd
+    echo "auth required $PAM_OTPD config=$CONF realm=pam" >/etc/pam.d/otpd-bench-otpd
     # pamtester's own cost (process start, libpam, the conversation), for reference.
     echo "auth required pam_permit.so" >/etc/pam.d/otpd-bench-permit
     time_pam otpd-bench-permit pamuser
