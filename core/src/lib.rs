@@ -76,11 +76,22 @@ impl Otpd {
     /// realms' resolvers. Refuses a database whose key file is missing or
     /// does not match, and a database of a newer schema, changing nothing.
     pub fn open(config: Config) -> Result<Otpd> {
+        Self::open_with(config, Realms::open)
+    }
+
+    /// Like `open`, for a process that serves a single login (the PAM
+    /// module): a userstore file is read when the login needs it, and a
+    /// broken one is reported then, to that login.
+    pub fn open_for_one_login(config: Config) -> Result<Otpd> {
+        Self::open_with(config, Realms::open_deferred)
+    }
+
+    fn open_with(config: Config, open_realms: fn(&Config) -> Result<Realms>) -> Result<Otpd> {
         let mut store_config = SqliteConfig::new(&config.database);
         store_config.sync = config.durability == config::Durability::PowerLoss;
         let store = SqliteStore::open(store_config)?;
         let key = Self::open_key(&config, &store)?;
-        let realms = Realms::open(&config)?;
+        let realms = open_realms(&config)?;
         let source = config.source.clone().unwrap_or_else(|| "built-in defaults".into());
         let policies = Policies::from_config(&config.policies, &source)?;
         let events = Events::from_config(&config.events, &source, &realms)?;

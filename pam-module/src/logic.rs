@@ -151,7 +151,7 @@ impl<'a> Login<'a> {
             pam.log(Level::Error, &e.to_string());
             PamCode::AuthErr
         })?;
-        let otpd = Otpd::open(config).map_err(|e| {
+        let otpd = Otpd::open_for_one_login(config).map_err(|e| {
             pam.log(Level::Error, &e.to_string());
             PamCode::AuthErr
         })?;
@@ -365,6 +365,7 @@ mod tests {
             let mut spec = InitSpec::new(TokenType::Hotp);
             spec.otpkey = Some(KEY_HEX.into());
             spec.user = Some(user.into());
+            spec.realm = Some("corp".into());
             spec.pin = Some(pin.into());
             let ctx = AdminContext { actor: "test".into(), front: Front::Cli, client: None };
             otpd.init_token(&ctx, &spec).unwrap();
@@ -446,6 +447,25 @@ mod tests {
         assert_eq!(pam.prompts, vec!["OTP: ", "please enter otp: "]);
         let mut pam = s.pam(&["1234", "000000"]);
         assert_eq!(authenticate(&mut pam, &[&s.config]), PamCode::AuthErr);
+    }
+
+    #[test]
+    fn a_broken_userstore_of_another_realm_does_not_stop_a_login() {
+        let s = Setup::new(
+            "[[resolvers]]\nname = \"other\"\ntype = \"passwdfile\"\npath = \"other-users\"\n\
+             [[realms]]\nname = \"other\"\nresolvers = [\"other\"]\n",
+        );
+        std::fs::write(s.dir.path().join("other-users"), "carol:*\n").unwrap();
+        s.enroll("alice", "");
+        std::fs::write(s.dir.path().join("other-users"), "carol:*\nno colon here\n").unwrap();
+        let mut pam = s.pam(&[&code(0)]);
+        assert_eq!(authenticate(&mut pam, &[&s.config, "realm=corp"]), PamCode::Success);
+        // A login of the broken realm fails, naming the file and line.
+        let mut pam = s.pam(&[&code(1)]);
+        pam.user = "carol".into();
+        assert_eq!(authenticate(&mut pam, &[&s.config, "realm=other"]), PamCode::AuthErr);
+        let log = pam.log.borrow().join("\n");
+        assert!(log.contains("other-users") && log.contains("line 2"), "{log}");
     }
 
     #[test]

@@ -31,7 +31,8 @@ const MAX_FIELDS: usize = 7;
 /// than serving users the operator meant to change).
 pub struct PasswdFile {
     path: PathBuf,
-    cache: RwLock<Snapshot>,
+    /// `None` until the first lookup of a file opened with `open_deferred`.
+    cache: RwLock<Option<Snapshot>>,
 }
 
 /// The parsed file together with the identity of the version it was parsed from.
@@ -61,7 +62,14 @@ impl PasswdFile {
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, UserStoreError> {
         let path = path.into();
         let snapshot = load(&path)?;
-        Ok(Self { path, cache: RwLock::new(snapshot) })
+        Ok(Self { path, cache: RwLock::new(Some(snapshot)) })
+    }
+
+    /// Like `open`, but the file is read (and its errors reported) at the
+    /// first lookup: for a process that serves one login and may never
+    /// need this userstore.
+    pub fn open_deferred(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), cache: RwLock::new(None) }
     }
 
     /// Runs `f` on the user's record from an up-to-date snapshot of the file.
@@ -75,16 +83,19 @@ impl PasswdFile {
         // as a whole), so a poisoned lock is safe to keep using.
         {
             let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
-            if cache.stamp == current {
+            if let Some(cache) = cache.as_ref()
+                && cache.stamp == current
+            {
                 return Ok(f(cache.users.get(login)));
             }
         }
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         // Another thread may have reloaded while this one waited for the write lock.
-        if cache.stamp != current {
-            *cache = load(&self.path)?;
-        }
-        Ok(f(cache.users.get(login)))
+        let snapshot = match cache.take() {
+            Some(snapshot) if snapshot.stamp == current => snapshot,
+            _ => load(&self.path)?,
+        };
+        Ok(f(cache.insert(snapshot).users.get(login)))
     }
 }
 
@@ -219,6 +230,23 @@ mod tests {
             }
             other => panic!("expected a parse error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn deferred_open_reads_the_file_at_the_first_lookup() {
+        let file = file_with("alice:*\nno colon\n");
+        // Nothing is read yet: the broken line is not an error.
+        let store = PasswdFile::open_deferred(file.path());
+        match store.lookup("alice") {
+            Err(UserStoreError::Parse { line: 2, .. }) => {}
+            other => panic!("expected the parse error of line 2, got {other:?}"),
+        }
+        std::fs::write(file.path(), "alice:*\n").unwrap();
+        assert!(store.lookup("alice").unwrap().is_some());
+        assert!(store.lookup("bob").unwrap().is_none());
+        // A missing file is an error at the first lookup too.
+        let missing = PasswdFile::open_deferred("/nonexistent/users");
+        assert!(matches!(missing.lookup("alice"), Err(UserStoreError::Io { .. })));
     }
 
     #[test]
