@@ -464,14 +464,7 @@ fn answer_then(otpd: &Otpd, limiter: &Arc<RateLimiter>, to: ReplyTo) {
     let (client, source) = (&to.client, to.source);
     let Ok(packet) = Packet::parse(&to.raw) else { return to.send(Vec::new()) };
     let secret = client.secret.as_bytes();
-    let reject = |message: &str| {
-        codec::encode_response(
-            &packet,
-            code::ACCESS_REJECT,
-            &[(attr::REPLY_MESSAGE, message.as_bytes())],
-            secret,
-        )
-    };
+    let reject = |message: &str| reject_reply(&packet, secret, message);
     let user = match packet.attr(attr::USER_NAME).map(std::str::from_utf8) {
         Some(Ok(u)) if !u.is_empty() => u.to_owned(),
         _ => {
@@ -544,14 +537,7 @@ impl Decided {
         let (client, source) = (&to.client, to.source);
         let Ok(packet) = Packet::parse(&to.raw) else { return Vec::new() };
         let secret = client.secret.as_bytes();
-        let reject = |message: &str| {
-            codec::encode_response(
-                &packet,
-                code::ACCESS_REJECT,
-                &[(attr::REPLY_MESSAGE, message.as_bytes())],
-                secret,
-            )
-        };
+        let reject = |message: &str| reject_reply(&packet, secret, message);
         limiter.settle(
             admitted,
             match &result {
@@ -645,13 +631,12 @@ const INTERNAL_ERROR: &str = "authentication failed: internal error";
 /// parsed packet are gone by then).
 fn internal_error_reply(client: &RadiusClientConfig, raw: &[u8]) -> Vec<u8> {
     let Ok(packet) = Packet::parse(raw) else { return Vec::new() };
-    let message: &[u8] = INTERNAL_ERROR.as_bytes();
-    codec::encode_response(
-        &packet,
-        code::ACCESS_REJECT,
-        &[(attr::REPLY_MESSAGE, message)],
-        client.secret.as_bytes(),
-    )
+    reject_reply(&packet, client.secret.as_bytes(), INTERNAL_ERROR)
+}
+
+/// An Access-Reject whose Reply-Message says why.
+fn reject_reply(packet: &Packet<'_>, secret: &[u8], message: &str) -> Vec<u8> {
+    codec::encode_response(packet, code::ACCESS_REJECT, &[(attr::REPLY_MESSAGE, message.as_bytes())], secret)
 }
 
 fn log_reject(

@@ -287,9 +287,7 @@ impl SqliteStore {
     /// will commit it), then waits until the group of `member` (the epoch of
     /// a committed member) has settled and returns its result.
     fn settle(&self, mut group: MutexGuard<'_, Group>, member: Option<u64>) -> Result<(), StoreError> {
-        let due = group.members >= GROUP_MAX_MEMBERS
-            || group.opened.is_some_and(|t| t.elapsed() >= GROUP_MAX_AGE)
-            || self.queued.load(Ordering::SeqCst) == 0;
+        let due = group.full() || self.queued.load(Ordering::SeqCst) == 0;
         if due {
             self.end_group(&mut group);
         }
@@ -431,6 +429,11 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 impl Group {
+    /// Big or old enough to commit whoever else may be coming.
+    fn full(&self) -> bool {
+        self.members >= GROUP_MAX_MEMBERS || self.opened.is_some_and(|t| t.elapsed() >= GROUP_MAX_AGE)
+    }
+
     fn conn(&self) -> &Connection {
         self.conn.as_ref().expect("writer connection opened by begin_write")
     }
@@ -510,7 +513,29 @@ impl Drop for SqliteTx<'_> {
     }
 }
 
-impl SqliteTx<'_> {
+impl<'a> SqliteTx<'a> {
+    /// Releases the member's savepoint into the group: the writer and the
+    /// group's number, for the commit to settle. On failure the member is
+    /// still open, for Drop to roll back.
+    fn release(&mut self) -> Result<(MutexGuard<'a, Group>, u64), StoreError> {
+        let TxConn::Write(group) = &mut self.conn else {
+            return Err(StoreError::Backend {
+                path: self.store.display.clone(),
+                message: "commit of a read transaction".into(),
+            });
+        };
+        let mut group = group.take().expect("writer held until the member ends");
+        if let Err(e) = run(group.conn(), "RELEASE member") {
+            let e = self.store.err(e);
+            self.conn = TxConn::Write(Some(group));
+            return Err(e);
+        }
+        self.open = false;
+        group.members += 1;
+        let epoch = group.epoch;
+        Ok((group, epoch))
+    }
+
     fn conn(&self) -> &Connection {
         match &self.conn {
             TxConn::Read(pooled) => pooled.conn(),
@@ -978,45 +1003,21 @@ impl StoreWrite for SqliteTx<'_> {
     /// Releases the savepoint into the group and returns once the group
     /// has committed (durably, with `synchronous = FULL`).
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        let TxConn::Write(group) = &mut self.conn else {
-            return Err(StoreError::Backend {
-                path: self.store.display.clone(),
-                message: "commit of a read transaction".into(),
-            });
-        };
-        let mut group = group.take().expect("writer held until the member ends");
-        if let Err(e) = run(group.conn(), "RELEASE member") {
-            // Drop rolls the member back (or fails the group).
-            let e = self.store.err(e);
-            self.conn = TxConn::Write(Some(group));
-            return Err(e);
-        }
-        self.open = false;
-        group.members += 1;
-        let epoch = group.epoch;
+        let (group, epoch) = self.release()?;
         self.store.settle(group, Some(epoch))
     }
 
     fn commit_then(mut self: Box<Self>, done: CommitDone) {
-        let TxConn::Write(group) = &mut self.conn else {
-            return done(Err(StoreError::Backend {
-                path: self.store.display.clone(),
-                message: "commit of a read transaction".into(),
-            }));
+        let (mut group, epoch) = match self.release() {
+            Ok(released) => released,
+            Err(e) => {
+                // Drop rolls the member back (or fails the group).
+                drop(self);
+                return done(Err(e));
+            }
         };
-        let mut group = group.take().expect("writer held until the member ends");
-        if let Err(e) = run(group.conn(), "RELEASE member") {
-            let e = self.store.err(e);
-            self.conn = TxConn::Write(Some(group));
-            // Drop rolls the member back (or fails the group).
-            drop(self);
-            return done(Err(e));
-        }
-        self.open = false;
-        group.members += 1;
-        let epoch = group.epoch;
         group.deferred.0.push((epoch, done));
-        if group.members >= GROUP_MAX_MEMBERS || group.opened.is_some_and(|t| t.elapsed() >= GROUP_MAX_AGE) {
+        if group.full() {
             self.store.end_group(&mut group);
         }
         self.store.run_deferred(group);
