@@ -437,7 +437,7 @@ impl Otpd {
     fn user_tokens(&self, user: &User) -> Result<Vec<Token>> {
         let filter =
             TokenFilter { owner: Some((user.login.clone(), user.realm.clone())), ..Default::default() };
-        Ok(self.store.read()?.tokens(&filter)?)
+        Ok(self.store.read_tokens(&filter)?)
     }
 
     /// Splits, checks the PIN, checks the OTP (or the challenge answer).

@@ -141,6 +141,9 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     /// A write transaction that holds the write lock from its start, so that
     /// a read-check-write inside it cannot interleave with another writer.
     fn write(&self) -> Result<Box<dyn StoreWrite + '_>, StoreError>;
+    /// `read()?.tokens(filter)` without a transaction around it (one query
+    /// is a consistent snapshot by itself): the read of every login.
+    fn read_tokens(&self, filter: &TokenFilter) -> Result<Vec<Token>, StoreError>;
     /// Commits the deferred members (`commit_then`) waiting for their group,
     /// unless a writer is about to join it (that writer commits it then).
     /// Their callbacks have run when it returns, unless that writer's do.

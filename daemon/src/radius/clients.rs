@@ -5,6 +5,7 @@
 //! would be a guess.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use otpd_core::config::RadiusClientConfig;
 
@@ -16,8 +17,9 @@ pub enum ClientError {
 
 #[derive(Debug, Clone)]
 pub struct ClientTable {
-    /// Sorted by prefix length, longest first.
-    clients: Vec<RadiusClientConfig>,
+    /// Sorted by prefix length, longest first. Shared: each request in
+    /// flight holds its client.
+    clients: Vec<Arc<RadiusClientConfig>>,
 }
 
 impl ClientTable {
@@ -33,12 +35,12 @@ impl ClientTable {
             list.push(c);
         }
         list.sort_by_key(|c| std::cmp::Reverse(c.address.prefix_len()));
-        Ok(ClientTable { clients: list })
+        Ok(ClientTable { clients: list.into_iter().map(Arc::new).collect() })
     }
 
     /// The client for a source address (IPv4-mapped IPv6 addresses are
     /// taken as IPv4, as a dual-stack socket reports them).
-    pub fn find(&self, ip: IpAddr) -> Option<&RadiusClientConfig> {
+    pub fn find(&self, ip: IpAddr) -> Option<&Arc<RadiusClientConfig>> {
         let ip = ip.to_canonical();
         self.clients.iter().find(|c| c.address.contains(&ip))
     }

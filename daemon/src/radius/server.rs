@@ -120,7 +120,7 @@ impl Dropped {
 /// Access-Request of this client for the core.
 enum Checked<'a> {
     Reply(Vec<u8>),
-    Work(&'a RadiusClientConfig),
+    Work(&'a Arc<RadiusClientConfig>),
 }
 
 /// One Access-Request for a core thread.
@@ -134,7 +134,7 @@ struct Job {
 /// a reply (the core panicked), it sends the internal-error reject, so a
 /// NAS is never left to time out by a fault of ours.
 struct ReplyTo {
-    client: RadiusClientConfig,
+    client: Arc<RadiusClientConfig>,
     raw: Vec<u8>,
     source: SocketAddr,
     sink: Sink,
@@ -149,7 +149,7 @@ enum Sink {
 }
 
 impl ReplyTo {
-    fn new(client: RadiusClientConfig, raw: Vec<u8>, source: SocketAddr, sink: Sink) -> ReplyTo {
+    fn new(client: Arc<RadiusClientConfig>, raw: Vec<u8>, source: SocketAddr, sink: Sink) -> ReplyTo {
         ReplyTo { client, raw, source, sink, sent: false }
     }
 

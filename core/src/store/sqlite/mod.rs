@@ -731,33 +731,43 @@ impl StoreRead for SqliteTx<'_> {
     }
 
     fn tokens(&self, filter: &TokenFilter) -> Result<Vec<Token>, StoreError> {
-        let mut sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens t WHERE 1");
-        let mut args: Vec<String> = Vec::new();
+        // The statement of each filter shape is built once (a login asks
+        // with the same shape every time).
+        static SQL: [OnceLock<String>; 8] = [const { OnceLock::new() }; 8];
+        let shape = usize::from(filter.owner.is_some())
+            | usize::from(filter.realm.is_some()) << 1
+            | usize::from(filter.unassigned) << 2;
+        let sql = SQL[shape].get_or_init(|| {
+            let mut sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens t WHERE 1");
+            let mut n = 0;
+            if filter.owner.is_some() {
+                n += 2;
+                sql.push_str(&format!(" AND t.owner_login = ?{} AND t.owner_realm = ?{n}", n - 1));
+            }
+            if filter.realm.is_some() {
+                n += 1;
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM token_realms r WHERE r.token_id = t.id AND r.realm = ?{n})"
+                ));
+            }
+            if filter.unassigned {
+                sql.push_str(" AND t.owner_login IS NULL");
+            }
+            sql
+        });
+        let mut args: Vec<&str> = Vec::with_capacity(3);
         if let Some((login, realm)) = &filter.owner {
-            args.push(login.clone());
-            args.push(realm.clone());
-            sql.push_str(&format!(
-                " AND t.owner_login = ?{} AND t.owner_realm = ?{}",
-                args.len() - 1,
-                args.len()
-            ));
+            args.extend([login.as_str(), realm.as_str()]);
         }
         if let Some(realm) = &filter.realm {
-            args.push(realm.clone());
-            sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM token_realms r WHERE r.token_id = t.id AND r.realm = ?{})",
-                args.len()
-            ));
-        }
-        if filter.unassigned {
-            sql.push_str(" AND t.owner_login IS NULL");
+            args.push(realm);
         }
         // Sorted here, not by `ORDER BY t.id`: with that clause SQLite
         // prepares the statement anew after every commit of another
         // connection, which cost more than the rest of a login.
         let rows = self
             .conn()
-            .prepare_cached(&sql)
+            .prepare_cached(sql)
             .and_then(|mut s| {
                 s.query_map(params_from_iter(args.iter()), token_from_row)?
                     .collect::<rusqlite::Result<Vec<_>>>()
@@ -1031,6 +1041,12 @@ impl TokenStore for SqliteStore {
 
     fn write(&self) -> Result<Box<dyn StoreWrite + '_>, StoreError> {
         Ok(Box::new(self.begin_write()?))
+    }
+
+    fn read_tokens(&self, filter: &TokenFilter) -> Result<Vec<Token>, StoreError> {
+        // One statement reads a snapshot of its own: no BEGIN and ROLLBACK around it.
+        let once = SqliteTx { store: self, conn: TxConn::Read(self.take()?), open: false };
+        once.tokens(filter)
     }
 
     fn flush(&self) {
