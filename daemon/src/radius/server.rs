@@ -153,6 +153,11 @@ impl ReplyTo {
         ReplyTo { client, raw, source, sink, sent: false }
     }
 
+    /// Not answered, on purpose (the request is shed): no reply at all.
+    fn shed(mut self) {
+        self.sent = true;
+    }
+
     fn send(mut self, reply: Vec<u8>) {
         self.sent = true;
         self.deliver(reply);
@@ -399,9 +404,7 @@ async fn handle_datagram(
     match jobs.push(job) {
         Ok(()) => {}
         Err(Refused::Full(job)) => {
-            // Shed: no reply, not even the internal-error one.
-            let mut to = job.to;
-            to.sent = true;
+            job.to.shed();
             shared.cache.abandon(key);
             shared.drops.drop(
                 "overloaded",
@@ -410,8 +413,7 @@ async fn handle_datagram(
             );
         }
         Err(Refused::Closed(job)) => {
-            let mut to = job.to;
-            to.sent = true;
+            job.to.shed();
             shared.cache.abandon(key);
         }
     }
@@ -674,4 +676,40 @@ fn nas_address(packet: &Packet<'_>, source: IpAddr) -> IpAddr {
         return IpAddr::from(v6).to_canonical();
     }
     source.to_canonical()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(secret: &[u8]) -> Vec<u8> {
+        let attributes: [(u8, &[u8]); 1] = [(attr::USER_NAME, b"alice")];
+        codec::encode_request(code::ACCESS_REQUEST, 7, [9; 16], &attributes, Some(b"123456"), secret, true)
+            .unwrap()
+    }
+
+    fn client() -> Arc<RadiusClientConfig> {
+        Arc::new(RadiusClientConfig {
+            name: "lo".into(),
+            address: "127.0.0.1/32".parse().unwrap(),
+            secret: "testing123".into(),
+            realm: None,
+            require_message_authenticator: true,
+        })
+    }
+
+    #[test]
+    fn a_reply_dropped_unanswered_sends_the_internal_error_reject_and_a_shed_one_nothing() {
+        let source: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let (sender, replies) = std::sync::mpsc::channel();
+        // As when the core panics: the reply-to is dropped on the way.
+        drop(ReplyTo::new(client(), request(b"testing123"), source, Sink::Channel(sender.clone())));
+        let reply = replies.try_recv().expect("a reply");
+        let packet = Packet::parse(&reply).unwrap();
+        assert_eq!((packet.code, packet.identifier), (code::ACCESS_REJECT, 7));
+        assert_eq!(packet.attr(attr::REPLY_MESSAGE), Some(INTERNAL_ERROR.as_bytes()));
+
+        ReplyTo::new(client(), request(b"testing123"), source, Sink::Channel(sender)).shed();
+        assert!(replies.try_recv().is_err(), "a shed request gets no reply");
+    }
 }
