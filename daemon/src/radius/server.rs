@@ -294,7 +294,7 @@ fn start_core_threads(queue: &Arc<Queue<Job>>) -> std::io::Result<Vec<JoinHandle
                         Pop::Item(job) => job,
                         Pop::Empty => {
                             if let Some(otpd) = unflushed.take() {
-                                otpd.flush();
+                                flush(&otpd);
                             }
                             match queue.pop_wait() {
                                 Some(job) => job,
@@ -305,7 +305,7 @@ fn start_core_threads(queue: &Arc<Queue<Job>>) -> std::io::Result<Vec<JoinHandle
                     };
                     // After a reload, the old core's group is flushed at once.
                     if let Some(previous) = unflushed.take_if(|o| !Arc::ptr_eq(o, &job.otpd)) {
-                        previous.flush();
+                        flush(&previous);
                     }
                     unflushed = Some(job.otpd.clone());
                     let Job { otpd, limiter, to } = job;
@@ -315,11 +315,18 @@ fn start_core_threads(queue: &Arc<Queue<Job>>) -> std::io::Result<Vec<JoinHandle
                     }));
                 }
                 if let Some(otpd) = unflushed {
-                    otpd.flush();
+                    flush(&otpd);
                 }
             })
         })
         .collect()
+}
+
+/// Commits the logins a core thread left in an open group. Their replies
+/// are encoded, logged and sent in there: a panic in one ends that reply
+/// (its `ReplyTo`, dropped, sends the internal-error reject), not the thread.
+fn flush(otpd: &Otpd) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| otpd.flush()));
 }
 
 /// Sends from a core thread: directly when the socket takes the datagram
@@ -463,16 +470,29 @@ async fn send(socket: &UdpSocket, reply: &[u8], target: SocketAddr) {
 /// goes to `to` (now, or once the login is committed). The packet was
 /// checked already.
 fn answer_then(otpd: &Otpd, limiter: &Arc<RateLimiter>, to: ReplyTo) {
+    match prepare(otpd, limiter, &to) {
+        Err(reply) => to.send(reply),
+        Ok((req, decided)) => otpd.authenticate_then(
+            &req,
+            Box::new(move |result| {
+                let reply = decided.reply(&to, result);
+                to.send(reply)
+            }),
+        ),
+    }
+}
+
+/// The checks before the core: the request for it, or the reply that
+/// answers the packet without it (a bad User-Name or User-Password, a
+/// rate limit).
+fn prepare(otpd: &Otpd, limiter: &Arc<RateLimiter>, to: &ReplyTo) -> Result<(AuthRequest, Decided), Vec<u8>> {
     let (client, source) = (&to.client, to.source);
-    let Ok(packet) = Packet::parse(&to.raw) else { return to.send(Vec::new()) };
+    let Ok(packet) = Packet::parse(&to.raw) else { return Err(Vec::new()) };
     let secret = client.secret.as_bytes();
     let reject = |message: &str| reject_reply(&packet, secret, message);
     let user = match packet.attr(attr::USER_NAME).map(std::str::from_utf8) {
         Some(Ok(u)) if !u.is_empty() => u.to_owned(),
-        _ => {
-            let reply = log_reject(&reject, "-", client, source, "no usable User-Name");
-            return to.send(reply);
-        }
+        _ => return Err(log_reject(&reject, "-", client, source, "no usable User-Name")),
     };
     let located = otpd.realms().locate(&user, None, client.realm.as_deref()).ok();
     let keys = Keys::new(
@@ -480,28 +500,25 @@ fn answer_then(otpd: &Otpd, limiter: &Arc<RateLimiter>, to: ReplyTo) {
         located.as_ref().map(|(login, realm)| (*login, realm.as_str())),
         packet.attr(attr::CALLING_STATION_ID),
     );
-    let admitted = match limiter.admit(&keys) {
-        Ok(admitted) => admitted,
-        Err(limited) => {
-            let reply = rate_limited(&reject, &limited, client, source);
-            return to.send(reply);
-        }
-    };
+    let admitted = limiter.admit(&keys).map_err(|limited| rate_limited(&reject, &limited, client, source))?;
     // From here, a reject without asking the core leaves `admitted` unsettled: a failure.
     let password = match packet.user_password(secret) {
         Ok(p) => p,
         Err(_) if packet.attr(attr::CHAP_PASSWORD).is_some() => {
-            let reply = log_reject(&reject, &user, client, source, "CHAP is not supported; configure PAP");
-            return to.send(reply);
+            return Err(log_reject(&reject, &user, client, source, "CHAP is not supported; configure PAP"));
         }
         Err(e) => {
-            let reply = log_reject(&reject, &user, client, source, &format!("no usable User-Password ({e})"));
-            return to.send(reply);
+            return Err(log_reject(
+                &reject,
+                &user,
+                client,
+                source,
+                &format!("no usable User-Password ({e})"),
+            ));
         }
     };
     let Ok(password) = String::from_utf8(password.to_vec()) else {
-        let reply = log_reject(&reject, &user, client, source, "User-Password is not UTF-8");
-        return to.send(reply);
+        return Err(log_reject(&reject, &user, client, source, "User-Password is not UTF-8"));
     };
     let mut req = AuthRequest::new(user.clone(), password, Front::Radius);
     req.fallback_realm = client.realm.clone();
@@ -514,13 +531,7 @@ fn answer_then(otpd: &Otpd, limiter: &Arc<RateLimiter>, to: ReplyTo) {
         shown: clean(&user),
         realm: located.map(|(_, r)| r).unwrap_or_default(),
     };
-    otpd.authenticate_then(
-        &req,
-        Box::new(move |result| {
-            let reply = decided.reply(&to, result);
-            to.send(reply)
-        }),
-    );
+    Ok((req, decided))
 }
 
 /// What is left of a login once the core has decided: settle its rate

@@ -298,12 +298,7 @@ impl SqliteStore {
         while group.settled <= epoch {
             group = self.settled.wait(group).unwrap_or_else(|p| p.into_inner());
         }
-        let result = match group.failed.iter().find(|(e, _)| *e == epoch) {
-            Some((_, message)) => {
-                Err(StoreError::Backend { path: self.display.clone(), message: message.clone() })
-            }
-            None => Ok(()),
-        };
+        let result = self.result_of(&group, epoch);
         self.run_deferred(group);
         result
     }
@@ -348,19 +343,21 @@ impl SqliteStore {
         let (due, waiting): (Vec<_>, Vec<_>) =
             std::mem::take(&mut group.deferred.0).into_iter().partition(|(epoch, _)| *epoch < settled);
         group.deferred.0 = waiting;
-        let results: Vec<_> = due
-            .into_iter()
-            .map(|(epoch, done)| {
-                let failed = group.failed.iter().find(|(e, _)| *e == epoch).map(|(_, m)| m.clone());
-                (done, failed)
-            })
-            .collect();
+        let results: Vec<_> =
+            due.into_iter().map(|(epoch, done)| (done, self.result_of(&group, epoch))).collect();
         drop(group);
-        for (done, failed) in results {
-            done(match failed {
-                Some(message) => Err(StoreError::Backend { path: self.display.clone(), message }),
-                None => Ok(()),
-            });
+        for (done, result) in results {
+            done(result);
+        }
+    }
+
+    /// How the settled group `epoch` ended.
+    fn result_of(&self, group: &Group, epoch: u64) -> Result<(), StoreError> {
+        match group.failed.iter().find(|(e, _)| *e == epoch) {
+            Some((_, message)) => {
+                Err(StoreError::Backend { path: self.display.clone(), message: message.clone() })
+            }
+            None => Ok(()),
         }
     }
 
