@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread::{self};
 use std::time::{Duration, Instant};
 
-use common::server::{Server, free_port};
+use common::server::{RadiusClient, Server, free_port};
 use common::*;
 use otpd_daemon::radius::codec::{self, attr, code};
 
@@ -606,6 +606,44 @@ fn client_realm() {
     corp.expect("Access-Reject");
     assert!(corp.text.contains("no tokens"), "alice@corp: {}", corp.text);
     radtest(&server, "alice@sales", &format!("1234{c1}"), SECRET).expect("Access-Accept");
+}
+
+/// A login stuck in a slow password check does not hold up the logins
+/// behind it: the core threads that are busy are watched, and another
+/// takes the queue when they make no progress.
+#[test]
+fn a_slow_login_does_not_hold_up_the_others() {
+    let env = Env::new();
+    // carol's PIN is her userstore password, a bcrypt hash of cost 15
+    // (seconds to check); alice's token has no PIN.
+    let mut users = std::fs::read_to_string(env.path("users")).unwrap();
+    users.push_str(&format!("carol:{}\n", peer("mkpasswd", &["-m", "bcrypt", "-R", "15", "carolpw"])));
+    std::fs::write(env.path("users"), users).unwrap();
+    env.init_hotp("C1", "carol", "");
+    env.init_hotp("A1", "alice", "");
+    let base = std::fs::read_to_string(&env.config).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let slow = "\n[[policies]]\nname = \"slow\"\nscope = \"authentication\"\nusers = [\"carol\"]\n\
+                [policies.actions]\notppin = \"userstore\"\n";
+    write_config(&env, &base, std::slice::from_ref(&addr), &[localhost()], slow);
+    let server = Server::start(&env, std::slice::from_ref(&addr));
+    let target: SocketAddr = addr.parse().unwrap();
+    let code = oath_hotp(RFC_KEY, 0, 6);
+
+    let mut carol = RadiusClient::new(target, SECRET);
+    let mut alice = RadiusClient::new(target, SECRET);
+    let start = Instant::now();
+    let slow = carol.send("carol", &format!("carolpw{code}"));
+    thread::sleep(Duration::from_millis(50));
+    let sent = Instant::now();
+    assert_eq!(alice.access("alice", &code, Duration::from_secs(30)), Some(code::ACCESS_ACCEPT));
+    let fast = sent.elapsed();
+    assert_eq!(carol.wait(&slow, Duration::from_secs(60), &|| false), Some(code::ACCESS_ACCEPT));
+    let stuck = start.elapsed();
+    assert!(
+        fast < Duration::from_secs(1) && fast * 4 < stuck,
+        "alice waited {fast:?} behind carol's login of {stuck:?}"
+    );
 }
 
 /// A User-Name with a newline cannot forge a log line: user-supplied text

@@ -28,7 +28,7 @@ pub fn otpd_bin() -> &'static str {
 
 /// Runs a peer program, failing the test with a clear message if it is
 /// missing (CI installs it; see .ci/run).
-fn peer(program: &str, args: &[&str]) -> String {
+pub fn peer(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
         .args(args)
         .output()

@@ -10,8 +10,9 @@
 //! login's group (see the SQLite store), after that commit. A core thread
 //! that finds the queue empty flushes the group, so a group holds the
 //! logins that arrived during the previous commit: one fsync for all of
-//! them, and few thread wake-ups per login. The threads are still several,
-//! so that a slow PIN hash or userstore does not hold up the others.
+//! them, and few thread wake-ups per login. The queue keeps one thread
+//! busy while it keeps up and wakes more when the busy ones are stuck in
+//! a slow PIN hash or userstore (see `queue`).
 //! SIGHUP reloads the configuration; SIGTERM (or SIGINT) stops the loops
 //! and drains the queue. Shutdown is handled in `serve` alone.
 
@@ -33,15 +34,19 @@ use super::cache::{Key, Lookup, ReplyCache};
 use super::clients::{ClientError, ClientTable};
 use super::codec::{self, MessageAuthenticator, Packet, attr, code};
 use super::droplog::{DropLog, STORE_INTERVAL, StoreLog};
-use super::queue::{Pop, Queue, Refused};
+use super::queue::{Pop, Queue, Refused, Wait};
 use super::ratelimit::{self, Admitted, Keys, Limited, RateLimiter, Settle};
 
 /// Threads that run the core; the other requests in flight queue for
-/// them. They do not wait for commits, so a few per core suffice; the
-/// rest are for requests stuck in a slow PIN hash or userstore.
+/// them. They do not wait for commits, and the queue keeps as few of them
+/// busy as keep up (one, for logins without PIN); the rest are for
+/// requests stuck in a slow PIN hash or userstore.
 const CORE_THREADS: usize = 16;
 /// Requests waiting for a core thread, at most; beyond, requests are shed.
 const QUEUE: usize = 192;
+/// No core thread back from its request for this long wakes another (the
+/// busy ones are in a slow PIN hash or userstore); see `queue`.
+const STALL: Duration = Duration::from_millis(2);
 /// How long SIGTERM waits for queued and running requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_MESSAGE: &[u8] = b"otpd access granted";
@@ -236,8 +241,8 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         drops: DropLog::default(),
         runtime: Handle::current(),
     });
-    let jobs = Arc::new(Queue::<Job>::new(QUEUE));
-    let workers = start_core_threads(&jobs).map_err(ServeError::Runtime)?;
+    let jobs = Arc::new(Queue::<Job>::new(QUEUE, STALL));
+    let workers = start_core_threads(&jobs, &shared).map_err(ServeError::Runtime)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
     for socket in sockets {
@@ -282,23 +287,32 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
 /// replies once the login is committed; with the queue empty it flushes
 /// the open commit group first. They end when the queue is closed and
 /// empty, after a last flush.
-fn start_core_threads(queue: &Arc<Queue<Job>>) -> std::io::Result<Vec<JoinHandle<()>>> {
+fn start_core_threads(queue: &Arc<Queue<Job>>, shared: &Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..CORE_THREADS)
         .map(|i| {
             let queue = queue.clone();
+            let shared = shared.clone();
             std::thread::Builder::new().name(format!("otpd-core-{i}")).spawn(move || {
+                let mut worker = queue.worker();
                 // The core of the logins this thread left in an open group.
                 let mut unflushed: Option<Arc<Otpd>> = None;
                 loop {
-                    let job = match queue.pop() {
+                    let job = match worker.pop() {
                         Pop::Item(job) => job,
                         Pop::Empty => {
                             if let Some(otpd) = unflushed.take() {
                                 flush(&otpd);
                             }
-                            match queue.pop_wait() {
-                                Some(job) => job,
-                                None => break,
+                            match worker.pop_wait() {
+                                Wait::Item(job) => job,
+                                // The running threads are stuck in slow logins:
+                                // commit the group they left open, so that the
+                                // logins in it need not wait for them.
+                                Wait::Stalled => {
+                                    flush(&shared.state().otpd);
+                                    continue;
+                                }
+                                Wait::Closed => break,
                             }
                         }
                         Pop::Closed => break,
