@@ -626,7 +626,7 @@ fn a_slow_login_does_not_hold_up_the_others() {
     let slow = "\n[[policies]]\nname = \"slow\"\nscope = \"authentication\"\nusers = [\"carol\"]\n\
                 [policies.actions]\notppin = \"userstore\"\n";
     write_config(&env, &base, std::slice::from_ref(&addr), &[localhost()], slow);
-    let server = Server::start(&env, std::slice::from_ref(&addr));
+    let _server = Server::start(&env, std::slice::from_ref(&addr));
     let target: SocketAddr = addr.parse().unwrap();
     let code = oath_hotp(RFC_KEY, 0, 6);
 

@@ -1,7 +1,8 @@
 //! The SQLite token store (the embedded default): one database file in WAL
 //! mode, shared by the daemon, PAM processes and the CLI at once. Write
 //! transactions start with `BEGIN IMMEDIATE` and commits are fsync'd
-//! (`synchronous = FULL`), so an acknowledged counter survives a power loss.
+//! (`synchronous = FULL`, or our own sync of the WAL: see `walsync`), so an
+//! acknowledged counter survives a power loss.
 //! Reading connections are pooled so that several threads of one process
 //! can read in parallel.
 //!
@@ -16,9 +17,12 @@
 //! front's way): its callback runs on whichever thread settles the group,
 //! after the shared commit, and its thread goes on to the next login
 //! instead of sleeping through the fsync. Such a group commits when it is
-//! full or old, when a waiting member commits it, or at `flush`.
+//! full or old, when a waiting member commits it, or at `flush`. Once a
+//! process defers commits, a thread of its own syncs the WAL after the
+//! writer has moved on (`walsync`).
 
 mod migrations;
+mod walsync;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -32,6 +36,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params, params_from_iter};
 
+use self::walsync::WalSync;
 use super::{AuditRecord, Challenge, CommitDone, StoreError, StoreRead, StoreWrite, TokenFilter, TokenStore};
 use crate::otp::HashAlgorithm;
 use crate::token::{Consume, Owner, StoredPin, Token, TokenType};
@@ -91,6 +96,9 @@ pub struct SqliteStore {
     /// Writers waiting for `group`: while there are some, a finished
     /// member leaves the commit to them, so that they join its group.
     queued: AtomicUsize,
+    /// Syncs committed groups, once this process defers commits (with
+    /// `sync`); before, commits are `synchronous = FULL`.
+    walsync: OnceLock<WalSync>,
 }
 
 /// The reading connections.
@@ -176,6 +184,7 @@ impl SqliteStore {
             group: Mutex::new(Group::default()),
             settled: Condvar::new(),
             queued: AtomicUsize::new(0),
+            walsync: OnceLock::new(),
         })
     }
 
@@ -324,6 +333,9 @@ impl SqliteStore {
                 group.epoch += 1;
                 group.settled = group.epoch;
                 self.settled.notify_all();
+                if self.config.sync && self.walsync.get().is_none() && !group.deferred.0.is_empty() {
+                    self.start_walsync(group);
+                }
             }
             Err(e) => {
                 let e = self.err(e);
@@ -332,9 +344,22 @@ impl SqliteStore {
         }
     }
 
+    /// This process defers commits: from now on the writer commits without
+    /// a sync and `walsync` syncs. Without it (the WAL cannot be opened, no
+    /// thread), commits stay `synchronous = FULL`.
+    fn start_walsync(&self, group: &Group) {
+        let mut wal = self.config.path.clone().into_os_string();
+        wal.push("-wal");
+        let Ok(walsync) = WalSync::start(Path::new(&wal), &self.display) else { return };
+        if group.conn().pragma_update(None, "synchronous", "NORMAL").is_ok() {
+            let _ = self.walsync.set(walsync);
+        }
+    }
+
     /// Calls back the deferred members whose group has settled, with the
     /// writer connection released (a callback sends a reply; the next
-    /// group need not wait for that).
+    /// group need not wait for that). Members of a committed group go to
+    /// `walsync` when it runs, to be called back once their group is synced.
     fn run_deferred(&self, mut group: MutexGuard<'_, Group>) {
         let settled = group.settled;
         if !group.deferred.0.iter().any(|(epoch, _)| *epoch < settled) {
@@ -344,10 +369,17 @@ impl SqliteStore {
             std::mem::take(&mut group.deferred.0).into_iter().partition(|(epoch, _)| *epoch < settled);
         group.deferred.0 = waiting;
         let results: Vec<_> =
-            due.into_iter().map(|(epoch, done)| (done, self.result_of(&group, epoch))).collect();
+            due.into_iter().map(|(epoch, done)| (epoch, done, self.result_of(&group, epoch))).collect();
         drop(group);
-        for (done, result) in results {
-            done(result);
+        let mut committed = Vec::new();
+        for (epoch, done, result) in results {
+            match (result, self.walsync.get()) {
+                (Ok(()), Some(_)) => committed.push((epoch, done)),
+                (result, _) => done(result),
+            }
+        }
+        if let Some(walsync) = self.walsync.get() {
+            walsync.hand(committed);
         }
     }
 
@@ -1011,7 +1043,11 @@ impl StoreWrite for SqliteTx<'_> {
     /// has committed (durably, with `synchronous = FULL`).
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         let (group, epoch) = self.release()?;
-        self.store.settle(group, Some(epoch))
+        self.store.settle(group, Some(epoch))?;
+        match self.store.walsync.get() {
+            Some(walsync) => walsync.wait(epoch),
+            None => Ok(()),
+        }
     }
 
     fn commit_then(mut self: Box<Self>, done: CommitDone) {
@@ -1096,6 +1132,8 @@ impl Drop for SqliteStore {
         self.end_group(&mut group);
         let writer = group.conn.take();
         self.run_deferred(group);
+        // Syncs and calls back what it holds.
+        drop(self.walsync.take());
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(conn) = writer.as_ref().or(pool.idle.last()) {
             self.truncate_large_wal(conn);
@@ -1200,6 +1238,19 @@ mod tests {
         seen
     }
 
+    /// What a deferred member was called back with, waiting for it (the
+    /// WAL sync thread calls back once the group is synced).
+    fn called(seen: &Arc<Mutex<Option<Result<(), String>>>>) -> Option<Result<(), String>> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let result = seen.lock().unwrap().clone();
+            if result.is_some() || std::time::Instant::now() >= deadline {
+                return result;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn deferred_members_commit_together_at_flush_or_with_a_waiting_member() {
         let dir = tempfile::tempdir().unwrap();
@@ -1210,15 +1261,16 @@ mod tests {
         assert!(a.lock().unwrap().is_none() && b.lock().unwrap().is_none());
         assert!(serials(&self::store(&dir)).is_empty());
         store.flush();
-        assert_eq!(*a.lock().unwrap(), Some(Ok(())));
-        assert_eq!(*b.lock().unwrap(), Some(Ok(())));
+        assert_eq!(called(&a), Some(Ok(())));
+        assert_eq!(called(&b), Some(Ok(())));
+        assert!(store.walsync.get().is_some(), "deferring commits started the WAL sync thread");
         assert_eq!(serials(&self::store(&dir)), ["A", "B"]);
         assert_eq!(store.group.lock().unwrap().epoch, 1, "one commit for both");
 
         // A member that waits commits the deferred ones of its group too.
         let c = deferred(&store, "C");
         insert(&store, "D").unwrap();
-        assert_eq!(*c.lock().unwrap(), Some(Ok(())));
+        assert_eq!(called(&c), Some(Ok(())));
         assert_eq!(serials(&self::store(&dir)), ["A", "B", "C", "D"]);
         // Nothing left to flush: a flush is harmless.
         store.flush();
@@ -1251,7 +1303,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
         let seen: Vec<_> = (0..GROUP_MAX_MEMBERS).map(|i| deferred(&store, &format!("T{i}"))).collect();
-        assert!(seen.iter().all(|s| *s.lock().unwrap() == Some(Ok(()))));
+        assert!(seen.iter().all(|s| called(s) == Some(Ok(()))));
         assert_eq!(serials(&self::store(&dir)).len(), GROUP_MAX_MEMBERS);
     }
 
@@ -1265,7 +1317,7 @@ mod tests {
         store.group.lock().unwrap().conn().execute_batch("ROLLBACK").unwrap();
         // The next member finds out, fails the group and starts a new one.
         insert(&store, "B").unwrap();
-        let failed = a.lock().unwrap().clone().expect("called back");
+        let failed = called(&a).expect("called back");
         assert!(failed.unwrap_err().contains("rolled back"), "an error naming the failure");
         assert_eq!(serials(&self::store(&dir)), ["B"]);
     }

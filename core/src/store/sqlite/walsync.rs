@@ -1,0 +1,189 @@
+//! The WAL sync thread of a process that defers commits (the daemon): the
+//! writer commits a group into the WAL without syncing it
+//! (`synchronous = NORMAL`) and goes on with the next group, while this
+//! thread makes the committed groups durable (one `fdatasync` of the WAL
+//! covers every group written before it) and only then calls back their
+//! members. So the disk's sync and the replies of one group overlap with
+//! the next group's logins instead of holding up the thread that runs
+//! them, and no member hears of a commit before it would survive a power
+//! loss. A member that waits (`commit`) waits here for its group's sync.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::super::{CommitDone, StoreError};
+
+pub(super) struct WalSync {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when there is something to sync or call back, or at stop.
+    work: Condvar,
+    /// Signalled after each sync.
+    synced: Condvar,
+    wal: File,
+    /// The database, for error messages.
+    display: String,
+}
+
+#[derive(Default)]
+struct State {
+    /// Groups before this number are committed to the WAL...
+    committed: u64,
+    /// ...and before this one, synced (or failed to).
+    synced: u64,
+    /// Recent failed syncs: the groups `[from, to)` and why.
+    failed: Vec<(u64, u64, String)>,
+    /// Members of committed groups, to call back once synced.
+    pending: Vec<(u64, CommitDone)>,
+    stop: bool,
+}
+
+impl State {
+    /// How the sync of group `epoch` (synced already) ended.
+    fn result(&self, epoch: u64) -> Result<(), String> {
+        match self.failed.iter().find(|(from, to, _)| (*from..*to).contains(&epoch)) {
+            Some((_, _, message)) => Err(message.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl WalSync {
+    /// Opens the WAL file at `wal` and starts the thread.
+    pub(super) fn start(wal: &Path, display: &str) -> std::io::Result<WalSync> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            synced: Condvar::new(),
+            wal: File::open(wal)?,
+            display: display.to_owned(),
+        });
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new().name("otpd-walsync".into()).spawn(move || shared.run())?
+        };
+        Ok(WalSync { shared, thread: Some(thread) })
+    }
+
+    /// Hands over the members of committed groups: each is called back
+    /// once its group is synced.
+    pub(super) fn hand(&self, members: Vec<(u64, CommitDone)>) {
+        let Some(last) = members.iter().map(|(epoch, _)| *epoch).max() else { return };
+        let mut state = self.shared.lock();
+        state.committed = state.committed.max(last + 1);
+        state.pending.extend(members);
+        drop(state);
+        self.shared.work.notify_one();
+    }
+
+    /// Waits until the committed group `epoch` is synced.
+    pub(super) fn wait(&self, epoch: u64) -> Result<(), StoreError> {
+        let mut state = self.shared.lock();
+        state.committed = state.committed.max(epoch + 1);
+        self.shared.work.notify_one();
+        while state.synced <= epoch {
+            state = self.shared.synced.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.result(epoch).map_err(|message| self.shared.error(message))
+    }
+}
+
+impl std::fmt::Debug for WalSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.shared.lock();
+        write!(f, "WalSync {{ committed: {}, synced: {} }}", state.committed, state.synced)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn error(&self, message: String) -> StoreError {
+        StoreError::Backend { path: self.display.clone(), message }
+    }
+
+    fn run(&self) {
+        loop {
+            let mut state = self.lock();
+            while state.pending.is_empty() && state.committed <= state.synced && !state.stop {
+                state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            if state.pending.is_empty() && state.committed <= state.synced {
+                return; // stopped, with nothing left
+            }
+            let (from, to) = (state.synced, state.committed);
+            let pending = std::mem::take(&mut state.pending);
+            drop(state);
+            let synced = if to > from { self.wal.sync_data() } else { Ok(()) };
+            let mut state = self.lock();
+            if let Err(e) = synced {
+                state.failed.push((from, to, format!("the commit failed: cannot sync the WAL: {e}")));
+                if state.failed.len() > 64 {
+                    state.failed.remove(0);
+                }
+            }
+            state.synced = state.synced.max(to);
+            let calls: Vec<_> =
+                pending.into_iter().map(|(epoch, done)| (done, state.result(epoch))).collect();
+            drop(state);
+            self.synced.notify_all();
+            for (done, result) in calls {
+                done(result.map_err(|message| self.error(message)));
+            }
+        }
+    }
+}
+
+impl Drop for WalSync {
+    /// Syncs and calls back what is pending, then ends the thread.
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.work.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn members_are_called_back_after_the_sync_and_waiters_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("db-wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        let sync = WalSync::start(&wal, "db").unwrap();
+        let (tx, rx) = mpsc::channel();
+        let members: Vec<(u64, CommitDone)> = (0..3)
+            .map(|epoch| {
+                let tx = tx.clone();
+                let done: CommitDone = Box::new(move |r| tx.send((epoch, r.is_ok())).unwrap());
+                (epoch, done)
+            })
+            .collect();
+        sync.hand(members);
+        let mut got: Vec<_> = (0..3).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+        got.sort();
+        assert_eq!(got, [(0, true), (1, true), (2, true)]);
+        assert!(sync.wait(5).is_ok(), "a waiting member's group is synced too");
+        assert!(sync.shared.lock().synced > 5);
+        // Members handed just before the drop are still called back.
+        let tx2 = tx.clone();
+        sync.hand(vec![(6, Box::new(move |r: Result<(), StoreError>| tx2.send((6, r.is_ok())).unwrap()))]);
+        drop(sync);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), (6, true));
+    }
+}
