@@ -136,18 +136,25 @@ impl Shared {
             drop(state);
             self.synced.notify_all();
             for (done, result) in calls {
-                done(result.map_err(|message| self.error(message)));
+                let result = result.map_err(|message| self.error(message));
+                // A callback that panics ends its own reply, not this thread
+                // (waiting members would wait for it forever).
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result)));
             }
         }
     }
 }
 
 impl Drop for WalSync {
-    /// Syncs and calls back what is pending, then ends the thread.
+    /// Syncs and calls back what is pending, then ends the thread. Dropped
+    /// on that very thread (a callback let go of the last owner of the
+    /// store), it leaves it to end by itself.
     fn drop(&mut self) {
         self.shared.lock().stop = true;
         self.shared.work.notify_one();
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.thread.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
             let _ = thread.join();
         }
     }
@@ -185,5 +192,29 @@ mod tests {
         sync.hand(vec![(6, Box::new(move |r: Result<(), StoreError>| tx2.send((6, r.is_ok())).unwrap()))]);
         drop(sync);
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), (6, true));
+    }
+
+    #[test]
+    fn a_panicking_callback_and_a_drop_on_its_own_thread_leave_the_thread_sound() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("db-wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        let sync = Arc::new(Mutex::new(Some(WalSync::start(&wal, "db").unwrap())));
+        let (tx, rx) = mpsc::channel();
+        let held = sync.lock().unwrap();
+        let walsync = held.as_ref().unwrap();
+        walsync.hand(vec![(0, Box::new(|_| panic!("a reply that panics")))]);
+        assert!(walsync.wait(1).is_ok(), "later groups are still synced");
+        // The last owner let go in a callback, on the sync thread itself.
+        let owner = sync.clone();
+        walsync.hand(vec![(
+            2,
+            Box::new(move |r: Result<(), StoreError>| {
+                drop(owner.lock().unwrap().take());
+                tx.send(r.is_ok()).unwrap();
+            }),
+        )]);
+        drop(held);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
     }
 }
