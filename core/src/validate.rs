@@ -155,8 +155,8 @@ struct Finish<'a> {
 }
 
 impl<'a> Finish<'a> {
-    fn new(tx: Option<Box<dyn StoreWrite + 'a>>, audit: AuditRecord, outcome: Outcome) -> Result<Self> {
-        Ok(Finish { tx, audit, outcome })
+    fn new(tx: Option<Box<dyn StoreWrite + 'a>>, audit: AuditRecord, outcome: Outcome) -> Self {
+        Finish { tx, audit, outcome }
     }
 }
 
@@ -195,8 +195,8 @@ impl Otpd {
     }
 
     /// `authenticate` without waiting for the commit: `done` gets the
-    /// outcome once it is durable (or the error), on this thread or on the
-    /// one that commits the group. The caller must `flush` when it has no
+    /// outcome once it is durable (or the error), on this thread or on one
+    /// of the store's (see `StoreWrite::commit_then`). The caller must `flush` when it has no
     /// more logins at hand. With `validate_check` event handlers, whose
     /// post entries must see a committed outcome, it waits as
     /// `authenticate` does and calls `done` before returning.
@@ -204,19 +204,10 @@ impl Otpd {
         if self.events.listens("validate_check") {
             return done(self.authenticate(req));
         }
-        let finish = match self.verdict(req) {
-            Ok(finish) => finish,
+        let (tx, outcome) = match self.verdict(req).and_then(|finish| self.audited(finish)) {
+            Ok(audited) => audited,
             Err(e) => return done(Err(e)),
         };
-        let Finish { tx, audit, outcome } = finish;
-        let mut tx = match tx.map_or_else(|| self.store.write(), Ok) {
-            Ok(tx) => tx,
-            Err(e) => return done(Err(e.into())),
-        };
-        let audit = audited(audit, &outcome);
-        if let Err(e) = tx.append_audit(&audit) {
-            return done(Err(e.into()));
-        }
         tx.commit_then(Box::new(move |committed| done(committed.map(|()| outcome).map_err(Error::from))));
     }
 
@@ -266,17 +257,21 @@ impl Otpd {
                 };
                 audit.user = Some(login);
                 audit.realm = Some(realm);
-                return Finish::new(None, audit, outcome);
+                return Ok(Finish::new(None, audit, outcome));
             }
             Err(Error::UnknownRealm(realm)) => {
-                return Finish::new(
+                return Ok(Finish::new(
                     None,
                     audit,
                     Outcome::reject(format!("Realm {realm} does not exist."), None),
-                );
+                ));
             }
             Err(Error::NoDefaultRealm) => {
-                return Finish::new(None, audit, Outcome::reject(Error::NoDefaultRealm.to_string(), None));
+                return Ok(Finish::new(
+                    None,
+                    audit,
+                    Outcome::reject(Error::NoDefaultRealm.to_string(), None),
+                ));
             }
             Err(e) => return Err(e),
         };
@@ -291,13 +286,13 @@ impl Otpd {
         };
         let pins = match self.policies.unique_text(Scope::Authentication, "otppin", &query) {
             Ok(mode) => PinCheck::new(self, &user, mode.as_deref()),
-            Err(e) => return Finish::new(None, audit, Outcome::reject(e.to_string(), None)),
+            Err(e) => return Ok(Finish::new(None, audit, Outcome::reject(e.to_string(), None))),
         };
 
         let mut tokens = self.user_tokens(&user)?;
         if tokens.is_empty() {
             let outcome = self.without_token(&user, req, &query, &pins, now)?;
-            return Finish::new(None, audit, outcome);
+            return Ok(Finish::new(None, audit, outcome));
         }
         // failcounter_clear_timeout (semantics.md 2.3 step 4.1): a token
         // locked out long enough is cleared before it is tried, whatever
@@ -326,7 +321,7 @@ impl Otpd {
         let challenge_text = match self.policies.unique_text(Scope::Authentication, "challenge_text", &query)
         {
             Ok(text) => text.unwrap_or_else(|| DEFAULT_CHALLENGE_TEXT.to_owned()),
-            Err(e) => return Finish::new(None, audit, Outcome::reject(e.to_string(), None)),
+            Err(e) => return Ok(Finish::new(None, audit, Outcome::reject(e.to_string(), None))),
         };
 
         let mut tx = self.store.write()?;
@@ -339,7 +334,7 @@ impl Otpd {
             cleared: &cleared,
         };
         let outcome = decision.decide(tx.as_mut(), &tokens, &verdicts)?;
-        Finish::new(Some(tx), audit, outcome)
+        Ok(Finish::new(Some(tx), audit, outcome))
     }
 
     /// A user without any token: passOnNoToken, then passthru (the whole
@@ -490,23 +485,25 @@ impl Otpd {
     /// Appends the audit record for the outcome and commits (one fsync for
     /// the counters, failcounters and the audit record together).
     fn finish(&self, finish: Finish<'_>) -> Result<Outcome> {
-        let Finish { tx, audit, outcome } = finish;
+        let (tx, outcome) = self.audited(finish)?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Appends the audit record, completed with the outcome, to the
+    /// decision's transaction (or a new one): the transaction to commit.
+    fn audited<'a>(&'a self, finish: Finish<'a>) -> Result<(Box<dyn StoreWrite + 'a>, Outcome)> {
+        let Finish { tx, mut audit, outcome } = finish;
         let mut tx = match tx {
             Some(tx) => tx,
             None => self.store.write()?,
         };
-        tx.append_audit(&audited(audit, &outcome))?;
-        tx.commit()?;
-        Ok(outcome)
+        audit.success = outcome.is_accept();
+        audit.serial = outcome.serial().map(str::to_owned);
+        audit.message = outcome.message().to_owned();
+        tx.append_audit(&audit)?;
+        Ok((tx, outcome))
     }
-}
-
-/// The audit record of a login, completed with its outcome.
-fn audited(mut audit: AuditRecord, outcome: &Outcome) -> AuditRecord {
-    audit.success = outcome.is_accept();
-    audit.serial = outcome.serial().map(str::to_owned);
-    audit.message = outcome.message().to_owned();
-    audit
 }
 
 /// How PINs are checked for one request (the `otppin` policy): against the

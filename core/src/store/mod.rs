@@ -146,6 +146,7 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     fn read_tokens(&self, filter: &TokenFilter) -> Result<Vec<Token>, StoreError>;
     /// Commits the deferred members (`commit_then`) waiting for their group,
     /// unless a writer is about to join it (that writer commits it then).
-    /// Their callbacks have run when it returns, unless that writer's do.
+    /// Their callbacks run once the commit is durable, here or on a thread
+    /// of the store's.
     fn flush(&self);
 }

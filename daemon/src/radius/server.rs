@@ -6,8 +6,9 @@
 //!
 //! A core thread never sleeps through a commit: it asks the core with
 //! `authenticate_then` and takes the next request, and the reply of each
-//! login is encoded, cached and sent by whichever thread commits the
-//! login's group (see the SQLite store), after that commit. A core thread
+//! login is encoded, cached and sent by the thread that calls it back once
+//! the login's group is durable (the store's WAL sync thread; see the
+//! SQLite store). A core thread
 //! that finds the queue empty flushes the group, so a group holds the
 //! logins that arrived during the previous commit: one fsync for all of
 //! them, and few thread wake-ups per login. The queue keeps one thread
@@ -337,8 +338,9 @@ fn start_core_threads(queue: &Arc<Queue<Job>>, shared: &Arc<Shared>) -> std::io:
 }
 
 /// Commits the logins a core thread left in an open group. Their replies
-/// are encoded, logged and sent in there: a panic in one ends that reply
-/// (its `ReplyTo`, dropped, sends the internal-error reject), not the thread.
+/// may be encoded, logged and sent in there (without the WAL sync thread):
+/// a panic in one ends that reply (its `ReplyTo`, dropped, sends the
+/// internal-error reject), not the thread.
 fn flush(otpd: &Otpd) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| otpd.flush()));
 }

@@ -14,12 +14,12 @@
 //! fails rolls back to its savepoint without touching the others.
 //!
 //! A member may also commit without waiting (`commit_then`, the RADIUS
-//! front's way): its callback runs on whichever thread settles the group,
-//! after the shared commit, and its thread goes on to the next login
-//! instead of sleeping through the fsync. Such a group commits when it is
-//! full or old, when a waiting member commits it, or at `flush`. Once a
-//! process defers commits, a thread of its own syncs the WAL after the
-//! writer has moved on (`walsync`).
+//! front's way): its thread goes on to the next login instead of sleeping
+//! through the fsync, and its callback runs once the group is durable.
+//! Such a group commits when it is full or old, when a waiting member
+//! commits it, or at `flush`. The first such commit starts a thread of the
+//! store's own (`walsync`): from then on the writer commits without a sync
+//! and moves on, and that thread syncs the WAL and runs the callbacks.
 
 mod migrations;
 mod walsync;
@@ -274,6 +274,20 @@ impl SqliteStore {
     /// (a PAM login or CLI call then opens the database and parses its
     /// schema once, not twice), else a new one.
     fn writer_connection(&self) -> Result<Connection, StoreError> {
+        let conn = self.idle_or_new_writer()?;
+        self.sync_mode(&conn).map_err(|e| self.err(e))?;
+        Ok(conn)
+    }
+
+    /// The writer commits without a sync once `walsync` syncs for it.
+    fn sync_mode(&self, writer: &Connection) -> rusqlite::Result<()> {
+        match self.walsync.get() {
+            Some(_) => writer.pragma_update(None, "synchronous", "NORMAL"),
+            None => Ok(()),
+        }
+    }
+
+    fn idle_or_new_writer(&self) -> Result<Connection, StoreError> {
         let idle = {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             let idle = pool.idle.pop();
@@ -346,14 +360,14 @@ impl SqliteStore {
 
     /// This process defers commits: from now on the writer commits without
     /// a sync and `walsync` syncs. Without it (the WAL cannot be opened, no
-    /// thread), commits stay `synchronous = FULL`.
+    /// thread), commits stay `synchronous = FULL`; a writer left in FULL
+    /// (the pragma failed) is still durable, with a sync of SQLite's too.
     fn start_walsync(&self, group: &Group) {
         let mut wal = self.config.path.clone().into_os_string();
         wal.push("-wal");
         let Ok(walsync) = WalSync::start(Path::new(&wal), &self.display) else { return };
-        if group.conn().pragma_update(None, "synchronous", "NORMAL").is_ok() {
-            let _ = self.walsync.set(walsync);
-        }
+        let _ = self.walsync.set(walsync);
+        let _ = self.sync_mode(group.conn());
     }
 
     /// Calls back the deferred members whose group has settled, with the
@@ -371,14 +385,15 @@ impl SqliteStore {
         let results: Vec<_> =
             due.into_iter().map(|(epoch, done)| (epoch, done, self.result_of(&group, epoch))).collect();
         drop(group);
+        let walsync = self.walsync.get();
         let mut committed = Vec::new();
         for (epoch, done, result) in results {
-            match (result, self.walsync.get()) {
+            match (result, walsync) {
                 (Ok(()), Some(_)) => committed.push((epoch, done)),
                 (result, _) => done(result),
             }
         }
-        if let Some(walsync) = self.walsync.get() {
+        if let Some(walsync) = walsync {
             walsync.hand(committed);
         }
     }
@@ -1040,7 +1055,7 @@ impl StoreWrite for SqliteTx<'_> {
     }
 
     /// Releases the savepoint into the group and returns once the group
-    /// has committed (durably, with `synchronous = FULL`).
+    /// has committed durably (`synchronous = FULL`, or synced by `walsync`).
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         let (group, epoch) = self.release()?;
         self.store.settle(group, Some(epoch))?;
@@ -1275,6 +1290,15 @@ mod tests {
         // Nothing left to flush: a flush is harmless.
         store.flush();
         assert_eq!(store.group.lock().unwrap().epoch, 2);
+
+        // The writer commits without a sync of SQLite's, a new writer too.
+        let synchronous = |store: &SqliteStore| -> i64 {
+            store.group.lock().unwrap().conn().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(synchronous(&store), 1, "NORMAL");
+        store.group.lock().unwrap().conn = None;
+        insert(&store, "E").unwrap();
+        assert_eq!(synchronous(&store), 1, "NORMAL");
     }
 
     #[test]
