@@ -492,6 +492,55 @@ fn audit_records_service_and_rhost() {
 }
 
 #[test]
+fn a_running_daemon_answers_over_the_pam_socket() {
+    if skip() {
+        return;
+    }
+    let env = env_without_pin();
+    let socket = env.path("pam.sock");
+    let port = common::server::free_port();
+    append_config(
+        &env,
+        &format!("{}\n[pam]\nsocket = \"{}\"\n", radius_section(port, "s3cret"), socket.display()),
+    );
+    let service = Service::auth(&env, "");
+    let server = common::server::Server::start(&env, &[format!("127.0.0.1:{port}")]);
+    assert!(server.wait_for("answering pam_otpd on", Duration::from_secs(10)), "{}", server.log());
+    assert_eq!(mode(&socket), 0o600, "the socket is for root and otpd only");
+
+    pam_op(&service, "alice", "authenticate", &[&otp(0)], &["rhost=192.0.2.7"])
+        .assert_accept("through the daemon");
+    let accepted = format!("pam: user=alice realm=- service={} rhost=192.0.2.7 result=accept", service.name);
+    assert!(server.wait_for(&accepted, Duration::from_secs(5)), "the daemon answered: {}", server.log());
+    login(&service, "alice", &[&otp(0)]).assert_auth_failure("replay, through the daemon");
+    assert!(server.wait_for("result=reject", Duration::from_secs(5)), "{}", server.log());
+    assert!(!server.log().contains(&otp(0)), "the OTP reached the daemon's log: {}", server.log());
+    // The audit trail is the one an in-process login writes.
+    let (actor, front, client): (String, String, Option<String>) = env
+        .db()
+        .query_row(
+            "SELECT actor, front, client FROM audit WHERE action = 'validate_check' ORDER BY id LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (actor, front, client.as_deref()),
+        (format!("pam:{}", service.name), "pam".into(), Some("192.0.2.7"))
+    );
+
+    // Without the daemon (its socket removed, then a stale one left
+    // behind), the module checks in-process: a login never depends on it.
+    drop(server);
+    assert!(!socket.exists(), "otpd serve removes its socket when it stops");
+    login(&service, "alice", &[&otp(1)]).assert_accept("no daemon");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    login(&service, "alice", &[&otp(1)]).assert_auth_failure("replay, in-process");
+    login(&service, "alice", &[&otp(2)]).assert_accept("stale socket");
+    assert_eq!(count(&env, "H1"), 3);
+}
+
+#[test]
 fn realm_argument_and_user_at_realm() {
     if skip() {
         return;

@@ -21,6 +21,8 @@ pub const DEFAULT_REALM: &str = "default";
 pub const DEFAULT_CHALLENGE_VALIDITY: u32 = 120;
 /// The longest `failcounter_clear_timeout`, minutes (a year).
 pub const MAX_CLEAR_TIMEOUT: u32 = 366 * 24 * 60;
+/// The longest Unix socket path Linux takes (`sun_path` less its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,6 +62,9 @@ pub struct Config {
     pub user: Option<String>,
     /// The group it switches to with `user`; `None`: the user's primary group.
     pub group: Option<String>,
+    /// `[pam] socket`: the Unix socket on which `otpd serve` answers
+    /// pam_otpd, which then needs no store of its own; `None`: off.
+    pub pam_socket: Option<PathBuf>,
 }
 
 /// What an acknowledged commit (a consumed OTP, a new token) survives.
@@ -219,6 +224,13 @@ struct RawConfig {
     events: Vec<Spanned<RawEvent>>,
     user: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
+    pam: Option<RawPam>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPam {
+    socket: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -388,6 +400,7 @@ impl Config {
             events: Vec::new(),
             user: None,
             group: None,
+            pam_socket: None,
         }
     }
 
@@ -568,6 +581,24 @@ impl Config {
         };
 
         let (user, group) = Self::account(&src, &raw.user, &raw.group)?;
+        let pam_socket = match raw.pam.and_then(|p| p.socket) {
+            None => None,
+            Some(s) => {
+                let path = rel(s.get_ref());
+                // What sockaddr_un holds, less the terminating NUL.
+                if s.get_ref().is_empty() || path.as_os_str().len() > MAX_SOCKET_PATH {
+                    return src.error(
+                        s.span(),
+                        format!(
+                            "pam.socket: '{}' is not a socket path (1 to {MAX_SOCKET_PATH} bytes, \
+                             taken relative to the configuration file's directory)",
+                            s.get_ref()
+                        ),
+                    );
+                }
+                Some(path)
+            }
+        };
 
         Ok(Config {
             source: Some(path.to_owned()),
@@ -586,6 +617,7 @@ impl Config {
             events,
             user,
             group,
+            pam_socket,
         })
     }
 
@@ -990,6 +1022,20 @@ options = { realm = "sales" }
         assert_eq!(parse("challenge_validity_time = 30\n").unwrap().challenge_validity_time, 30);
         let e = err("challenge_validity_time = 0\n");
         assert!(e.contains("line 1") && e.contains("challenge_validity_time"), "{e}");
+    }
+
+    #[test]
+    fn pam_socket_setting() {
+        assert_eq!(parse("").unwrap().pam_socket, None);
+        let c = parse("[pam]\nsocket = \"/run/otpd/pam.sock\"\n").unwrap();
+        assert_eq!(c.pam_socket.as_deref(), Some(Path::new("/run/otpd/pam.sock")));
+        let e = err("[pam]\nsocket = \"\"\n");
+        assert!(e.contains("line 2") && e.contains("pam.socket: '' is not a socket path"), "{e}");
+        let long = format!("/run/{}.sock", "x".repeat(120));
+        let e = err(&format!("[pam]\n\nsocket = \"{long}\"\n"));
+        assert!(e.contains("line 3") && e.contains("1 to 107 bytes"), "{e}");
+        let e = err("[pam]\nsockets = \"/run/x\"\n");
+        assert!(e.contains("sockets"), "{e}");
     }
 
     #[test]

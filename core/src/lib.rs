@@ -19,6 +19,7 @@ pub mod events;
 pub mod import;
 pub mod label;
 mod limits;
+pub mod local_socket;
 pub mod lost;
 pub mod otp;
 pub mod otpauth;

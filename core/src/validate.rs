@@ -123,7 +123,7 @@ pub enum TokenStatus {
     Usable { otp_lengths: Vec<usize> },
     /// Every token is disabled, locked out, revoked or outside its validity
     /// period; the reasons, de-duplicated.
-    Unusable { reasons: Vec<&'static str> },
+    Unusable { reasons: Vec<String> },
 }
 
 /// What one token made of the password.
@@ -395,7 +395,7 @@ impl Otpd {
             match t.unusable_reason(now) {
                 None if !otp_lengths.contains(&(t.otplen as usize)) => otp_lengths.push(t.otplen as usize),
                 None => {}
-                Some(r) if !reasons.contains(&r) => reasons.push(r),
+                Some(r) if !reasons.iter().any(|known| known == r) => reasons.push(r.to_owned()),
                 Some(_) => {}
             }
         }
@@ -855,7 +855,7 @@ mod tests {
         assert_eq!(token(&f, "H1").count, 0);
         assert_eq!(
             f.otpd.token_status("alice", None).unwrap(),
-            TokenStatus::Unusable { reasons: vec!["Failcounter exceeded"] }
+            TokenStatus::Unusable { reasons: vec!["Failcounter exceeded".to_owned()] }
         );
     }
 
@@ -1117,7 +1117,7 @@ mod tests {
         f.otpd.set_active(&f.ctx(), "H1", false).unwrap();
         assert_eq!(
             f.otpd.token_status("alice", None).unwrap(),
-            TokenStatus::Unusable { reasons: vec!["Token is disabled"] }
+            TokenStatus::Unusable { reasons: vec!["Token is disabled".to_owned()] }
         );
         assert_eq!(f.otpd.token_status("alice", Some("sales")).unwrap(), TokenStatus::NoToken);
     }

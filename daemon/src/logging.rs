@@ -45,3 +45,10 @@ pub fn init_cli() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// User-supplied text (a user name, messages that quote it) escaped for a
+/// log line: a newline or quote typed at a login prompt must not forge a
+/// line or a field.
+pub fn clean(text: &str) -> String {
+    text.escape_debug().to_string()
+}

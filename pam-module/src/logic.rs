@@ -6,10 +6,11 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use otpd_core::{AuthRequest, Config, Front, Otpd, Outcome, TokenStatus};
+use otpd_core::{AuthRequest, Config, Front, Outcome, TokenStatus};
 use zeroize::Zeroizing;
 
 use crate::args::{FirstPass, ModuleArgs};
+use crate::validator::Validator;
 
 /// The PAM return codes this module uses (values as in Linux-PAM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +53,20 @@ pub const MAX_PASSWORD: usize = 1024;
 /// At most this many challenges in one login.
 const MAX_CHALLENGES: usize = 3;
 
+/// A log line through `pam`; debug lines only with the `debug` argument.
+fn log_to(pam: &dyn Pam, debug: bool, level: Level, message: &str) {
+    if level != Level::Debug || debug {
+        pam.log(level, message);
+    }
+}
+
 /// User-supplied text escaped for a log line.
 fn clean(text: &str) -> String {
     text.escape_debug().to_string()
 }
 
 struct Login<'a> {
-    otpd: Otpd,
+    validator: Validator,
     args: ModuleArgs,
     user: String,
     service: Option<String>,
@@ -72,11 +80,19 @@ pub fn authenticate(pam: &mut dyn Pam, raw_args: &[&str]) -> PamCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let status = match login.otpd.token_status(&login.user, login.args.realm.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return login.fail(&format!("cannot read the tokens of user {}: {e}", clean(&login.user))),
+    // Asked only where the answer changes what happens next: every other
+    // login goes straight to the prompt and the check, one question less.
+    let status = if login.args.nullok || login.args.forward_pass {
+        match login.token_status() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                return login.fail(&format!("cannot read the tokens of user {}: {e}", clean(&login.user)));
+            }
+        }
+    } else {
+        None
     };
-    if status == TokenStatus::NoToken && login.args.nullok {
+    if status == Some(TokenStatus::NoToken) && login.args.nullok {
         login.log(Level::Info, &format!("user={} has no token; nullok: ignoring", clean(&login.user)));
         return PamCode::Ignore;
     }
@@ -85,7 +101,7 @@ pub fn authenticate(pam: &mut dyn Pam, raw_args: &[&str]) -> PamCode {
         Err(code) => return code,
     };
     if login.args.forward_pass {
-        return login.forward(&typed, &status);
+        return login.forward(&typed, status.as_ref());
     }
     let outcome = login.check(&typed, None);
     let outcome = match (outcome, login.args.first_pass, login.pam.authtok().is_some()) {
@@ -101,11 +117,11 @@ pub fn authenticate(pam: &mut dyn Pam, raw_args: &[&str]) -> PamCode {
 
 /// `pam_sm_acct_mgmt`: refuses a user whose tokens are all unusable.
 pub fn account(pam: &mut dyn Pam, raw_args: &[&str]) -> PamCode {
-    let login = match Login::start(pam, raw_args) {
+    let mut login = match Login::start(pam, raw_args) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match login.otpd.token_status(&login.user, login.args.realm.as_deref()) {
+    match login.token_status() {
         Ok(TokenStatus::Usable { .. }) => PamCode::Success,
         Ok(TokenStatus::NoToken) if login.args.nullok => PamCode::Ignore,
         Ok(TokenStatus::NoToken) => {
@@ -130,7 +146,7 @@ pub fn account(pam: &mut dyn Pam, raw_args: &[&str]) -> PamCode {
 }
 
 impl<'a> Login<'a> {
-    /// Arguments, user and the open core; errors are logged here.
+    /// Arguments, user and configuration; errors are logged here.
     fn start(pam: &'a mut dyn Pam, raw_args: &[&str]) -> Result<Login<'a>, PamCode> {
         let args = ModuleArgs::parse(raw_args).map_err(|e| {
             pam.log(Level::Error, &e);
@@ -151,20 +167,20 @@ impl<'a> Login<'a> {
             pam.log(Level::Error, &e.to_string());
             PamCode::AuthErr
         })?;
-        let otpd = Otpd::open_for_one_login(config).map_err(|e| {
-            pam.log(Level::Error, &e.to_string());
-            PamCode::AuthErr
-        })?;
         let service = pam.service();
         let rhost = pam.rhost();
         let client = rhost.as_deref().and_then(|h| h.parse::<IpAddr>().ok());
-        Ok(Login { otpd, args, user, service, client, pam })
+        Ok(Login { validator: Validator::new(config), args, user, service, client, pam })
     }
 
     fn log(&self, level: Level, message: &str) {
-        if level != Level::Debug || self.args.debug {
-            self.pam.log(level, message);
-        }
+        log_to(&*self.pam, self.args.debug, level, message);
+    }
+
+    fn token_status(&mut self) -> Result<TokenStatus, String> {
+        let (pam, debug) = (&*self.pam, self.args.debug);
+        let note = |level, message: &str| log_to(pam, debug, level, message);
+        self.validator.token_status(&self.user, self.args.realm.as_deref(), &note)
     }
 
     fn fail(&self, message: &str) -> PamCode {
@@ -194,7 +210,7 @@ impl<'a> Login<'a> {
     }
 
     /// One core call; `None` after an error (logged).
-    fn check(&self, password: &str, state: Option<String>) -> Option<Outcome> {
+    fn check(&mut self, password: &str, state: Option<String>) -> Option<Outcome> {
         if password.len() > MAX_PASSWORD {
             self.log(
                 Level::Notice,
@@ -207,7 +223,9 @@ impl<'a> Login<'a> {
         req.client = self.client;
         req.state = state;
         req.service = self.service.clone();
-        match self.otpd.authenticate(&req) {
+        let (pam, debug) = (&*self.pam, self.args.debug);
+        let note = |level, message: &str| log_to(pam, debug, level, message);
+        match self.validator.authenticate(&req, &note) {
             Ok(outcome) => Some(outcome),
             Err(e) => {
                 self.log(Level::Error, &format!("user={}: {e}", clean(&self.user)));
@@ -253,9 +271,9 @@ impl<'a> Login<'a> {
     /// forward_pass: `typed` is `<password><OTP>`. The OTP is checked alone
     /// (tokens used this way have no PIN) and the password part goes on as
     /// PAM_AUTHTOK for the next module.
-    fn forward(&mut self, typed: &str, status: &TokenStatus) -> PamCode {
+    fn forward(&mut self, typed: &str, status: Option<&TokenStatus>) -> PamCode {
         let lengths: &[usize] = match status {
-            TokenStatus::Usable { otp_lengths } => otp_lengths,
+            Some(TokenStatus::Usable { otp_lengths }) => otp_lengths,
             _ => &[otpd_core::token::DEFAULT_OTPLEN as usize],
         };
         let chars = typed.chars().count();
@@ -290,8 +308,9 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::VecDeque;
 
+    use otpd_core::local_socket::{self, Reply, Request};
     use otpd_core::otp::{HashAlgorithm, hotp};
-    use otpd_core::{AdminContext, InitSpec, TokenType};
+    use otpd_core::{AdminContext, InitSpec, Otpd, TokenType};
 
     use super::*;
 
@@ -485,6 +504,55 @@ mod tests {
         assert_eq!(authenticate(&mut pam, &[&s.config]), PamCode::AuthErr);
         let mut pam = s.pam(&[]);
         assert_eq!(authenticate(&mut pam, &[&s.config]), PamCode::ConvErr, "no answer to the prompt");
+    }
+
+    /// A stand-in for `otpd serve` on the socket: answers `n` connections
+    /// with `answer` (`local_socket::answer`: what the daemon does).
+    fn daemon(s: &Setup, n: usize, answer: fn(&Otpd, Request) -> Reply) -> std::thread::JoinHandle<()> {
+        use std::io::Write;
+        let listener = std::os::unix::net::UnixListener::bind(s.dir.path().join("pam.sock")).unwrap();
+        let otpd = Otpd::open(Config::load(&s.dir.path().join("otpd.toml")).unwrap()).unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..n {
+                let (mut stream, _) = listener.accept().unwrap();
+                let reply = answer(&otpd, local_socket::read_frame(&mut stream).unwrap());
+                stream.write_all(&local_socket::encode(&reply)).unwrap();
+            }
+        })
+    }
+
+    #[test]
+    fn the_daemon_answers_when_it_runs_and_the_module_itself_when_not() {
+        let s = Setup::new("[pam]\nsocket = \"pam.sock\"\n");
+        s.enroll("alice", "");
+        // Nobody on the socket: checked in-process, quietly.
+        let mut pam = s.pam(&[&code(0)]);
+        assert_eq!(authenticate(&mut pam, &[&s.config]), PamCode::Success);
+        assert!(pam.log.borrow().iter().all(|l| !l.contains("pam.sock")), "{:?}", pam.log.borrow());
+
+        // The daemon answers the login (nullok: the status too), replays included.
+        let served = daemon(&s, 3, local_socket::answer);
+        let mut pam = s.pam(&[&code(1)]);
+        assert_eq!(authenticate(&mut pam, &[&s.config, "nullok"]), PamCode::Success);
+        let mut pam = s.pam(&[&code(1)]);
+        assert_eq!(authenticate(&mut pam, &[&s.config]), PamCode::AuthErr, "replay");
+        served.join().unwrap();
+        std::fs::remove_file(s.dir.path().join("pam.sock")).unwrap();
+
+        // The daemon's core fails: the login fails with its sentence.
+        let failing = daemon(&s, 1, |_, _| Reply::Error { message: "database is locked".into() });
+        let mut pam = s.pam(&[&code(2)]);
+        assert_eq!(authenticate(&mut pam, &[&s.config]), PamCode::AuthErr);
+        assert!(pam.log.borrow().iter().any(|l| l.contains("database is locked")), "{:?}", pam.log.borrow());
+        failing.join().unwrap();
+        std::fs::remove_file(s.dir.path().join("pam.sock")).unwrap();
+
+        // An answer that does not fit: not trusted, checked in-process.
+        let odd = daemon(&s, 1, |_, _| Reply::NoToken);
+        let mut pam = s.pam(&[&code(2)]);
+        assert_eq!(authenticate(&mut pam, &[&s.config]), PamCode::Success);
+        assert!(pam.log.borrow().iter().any(|l| l.contains("does not fit")), "{:?}", pam.log.borrow());
+        odd.join().unwrap();
     }
 
     #[test]

@@ -31,6 +31,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::local_socket::SocketServer;
+use crate::logging::clean;
+
 use super::cache::{Key, Lookup, ReplyCache};
 use super::clients::{ClientError, ClientTable};
 use super::codec::{self, MessageAuthenticator, Packet, attr, code};
@@ -68,6 +71,8 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Privilege(#[from] crate::privilege::PrivilegeError),
+    #[error(transparent)]
+    PamSocket(#[from] crate::local_socket::SocketError),
 }
 
 /// What a reload replaces: the core (store, realms, policies) and clients.
@@ -234,6 +239,10 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
             UdpSocket::bind(addr).await.map_err(|source| ServeError::Bind { addr: *addr, source })?;
         sockets.push(Arc::new(socket));
     }
+    let pam_listener = match &config.pam_socket {
+        Some(path) => Some((crate::local_socket::bind(path)?, path.clone())),
+        None => None,
+    };
     // Bound (port 1812 may need root) and the store open: now unprivileged.
     crate::privilege::become_service_user(&config)?;
     let shared = Arc::new(Shared {
@@ -253,6 +262,14 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         info!("listening on {addr} ({} clients)", shared.state().clients.len());
         loops.push(tokio::spawn(receive_loop(socket, shared.clone(), jobs.clone(), stop_rx.clone())));
     }
+    let pam_server = match pam_listener {
+        Some((listener, path)) => {
+            let shared = shared.clone();
+            let core = move || shared.state().otpd.clone();
+            Some(SocketServer::start(listener, path, core).map_err(ServeError::Runtime)?)
+        }
+        None => None,
+    };
 
     let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Runtime)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;
@@ -269,6 +286,10 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     let _ = stop_tx.send(true);
     for l in loops {
         let _ = l.await;
+    }
+    if let Some(server) = pam_server {
+        // Its threads finish the logins they hold (at most IO_TIMEOUT each).
+        let _ = tokio::task::spawn_blocking(move || server.stop()).await;
     }
     // The core threads finish the queue and end.
     jobs.close();
@@ -366,7 +387,9 @@ async fn reload(shared: &Shared, config_path: Option<PathBuf>) {
             state.limiter.configure(&config.rate_limit);
             let clients = state.clients.len();
             *shared.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
-            info!("configuration reloaded ({clients} clients); listen addresses change only on restart");
+            info!(
+                "configuration reloaded ({clients} clients); radius.listen and pam.socket change only on restart"
+            );
         }
         Ok(Err(e)) => error!("reload failed, keeping the previous configuration: {e}"),
         Err(e) => error!("reload failed, keeping the previous configuration: {e}"),
@@ -682,13 +705,6 @@ fn log_reject(
         source.ip().to_canonical()
     );
     reject(reason)
-}
-
-/// User-supplied text (the User-Name, messages that quote it) escaped for
-/// a log line: a newline or quote typed at a login prompt must not forge
-/// a line or a field.
-fn clean(text: &str) -> String {
-    text.escape_debug().to_string()
 }
 
 /// The request's client address for policies: NAS-IP-Address (or

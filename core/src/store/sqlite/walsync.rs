@@ -6,7 +6,9 @@
 //! members. So the disk's sync and the replies of one group overlap with
 //! the next group's logins instead of holding up the thread that runs
 //! them, and no member hears of a commit before it would survive a power
-//! loss. A member that waits (`commit`) waits here for its group's sync.
+//! loss. A member that waits (`commit`, one login on a thread of its own)
+//! syncs on its own thread when no sync is running, rather than wake this
+//! one and be woken back: two thread wake-ups cost more than the sync.
 
 use std::fs::File;
 use std::path::Path;
@@ -37,6 +39,8 @@ struct State {
     committed: u64,
     /// ...and before this one, synced (or failed to).
     synced: u64,
+    /// A sync is running (on this thread or a waiter's).
+    syncing: bool,
     /// Recent failed syncs: the groups `[from, to)` and why.
     failed: Vec<(u64, u64, String)>,
     /// Members of committed groups, to call back once synced.
@@ -82,15 +86,27 @@ impl WalSync {
         self.shared.work.notify_one();
     }
 
-    /// Waits until the committed group `epoch` is synced.
+    /// Returns once the committed group `epoch` is synced: by the sync
+    /// running now, or else by one on this thread.
     pub(super) fn wait(&self, epoch: u64) -> Result<(), StoreError> {
         let mut state = self.shared.lock();
         state.committed = state.committed.max(epoch + 1);
-        self.shared.work.notify_one();
         while state.synced <= epoch {
-            state = self.shared.synced.wait(state).unwrap_or_else(|p| p.into_inner());
+            state = if state.syncing {
+                self.shared.synced.wait(state).unwrap_or_else(|p| p.into_inner())
+            } else {
+                self.shared.sync(state)
+            };
         }
-        state.result(epoch).map_err(|message| self.shared.error(message))
+        let result = state.result(epoch).map_err(|message| self.shared.error(message));
+        // The thread skipped its turn while this one synced: members handed
+        // over meanwhile, or a stop, are its to handle.
+        let wake = !state.pending.is_empty() || state.stop;
+        drop(state);
+        if wake {
+            self.shared.work.notify_one();
+        }
+        result
     }
 }
 
@@ -110,31 +126,47 @@ impl Shared {
         StoreError::Backend { path: self.display.clone(), message }
     }
 
+    /// Syncs every group committed so far (`state.syncing` held meanwhile,
+    /// the lock not) and wakes whoever waits for it.
+    fn sync<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let (from, to) = (state.synced, state.committed);
+        state.syncing = true;
+        drop(state);
+        let synced = self.wal.sync_data();
+        let mut state = self.lock();
+        state.syncing = false;
+        if let Err(e) = synced {
+            state.failed.push((from, to, format!("the commit failed: cannot sync the WAL: {e}")));
+            if state.failed.len() > 64 {
+                state.failed.remove(0);
+            }
+        }
+        state.synced = state.synced.max(to);
+        self.synced.notify_all();
+        state
+    }
+
     fn run(&self) {
         loop {
             let mut state = self.lock();
-            while state.pending.is_empty() && state.committed <= state.synced && !state.stop {
+            // Nothing to do, or a waiter is syncing (it wakes us after).
+            while (state.pending.is_empty() && state.committed <= state.synced && !state.stop)
+                || state.syncing
+            {
                 state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
             }
             if state.pending.is_empty() && state.committed <= state.synced {
                 return; // stopped, with nothing left
             }
-            let (from, to) = (state.synced, state.committed);
+            // Every pending member's group is before `committed`: one sync
+            // covers them all.
             let pending = std::mem::take(&mut state.pending);
-            drop(state);
-            let synced = if to > from { self.wal.sync_data() } else { Ok(()) };
-            let mut state = self.lock();
-            if let Err(e) = synced {
-                state.failed.push((from, to, format!("the commit failed: cannot sync the WAL: {e}")));
-                if state.failed.len() > 64 {
-                    state.failed.remove(0);
-                }
+            if state.committed > state.synced {
+                state = self.sync(state);
             }
-            state.synced = state.synced.max(to);
             let calls: Vec<_> =
                 pending.into_iter().map(|(epoch, done)| (done, state.result(epoch))).collect();
             drop(state);
-            self.synced.notify_all();
             for (done, result) in calls {
                 let result = result.map_err(|message| self.error(message));
                 // A callback that panics ends its own reply, not this thread
@@ -192,6 +224,49 @@ mod tests {
         sync.hand(vec![(6, Box::new(move |r: Result<(), StoreError>| tx2.send((6, r.is_ok())).unwrap()))]);
         drop(sync);
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), (6, true));
+    }
+
+    #[test]
+    fn waiters_sync_on_their_own_threads_while_members_are_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("db-wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        let sync = Arc::new(WalSync::start(&wal, "db").unwrap());
+        let (tx, rx) = mpsc::channel();
+        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let next = || epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (sync, tx) = (sync.clone(), tx.clone());
+                scope.spawn(move || {
+                    for _ in 0..100 {
+                        let e = next();
+                        if t % 2 == 0 {
+                            assert!(sync.wait(e).is_ok());
+                            assert!(sync.shared.lock().synced > e, "group {e} synced when wait returns");
+                        } else {
+                            let tx = tx.clone();
+                            sync.hand(vec![(
+                                e,
+                                Box::new(move |r: Result<(), StoreError>| tx.send(r.is_ok()).unwrap()),
+                            )]);
+                        }
+                    }
+                });
+            }
+        });
+        let called: Vec<bool> = (0..200).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+        assert!(called.iter().all(|ok| *ok));
+        let state = sync.shared.lock();
+        assert!(!state.syncing && state.synced == state.committed, "{:?}", (state.synced, state.committed));
+        drop(state);
+        // The thread ends at once on drop: no sync of a waiter left it asleep.
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            drop(Arc::into_inner(sync).unwrap());
+            done_tx.send(()).unwrap();
+        });
+        assert!(done_rx.recv_timeout(Duration::from_secs(10)).is_ok(), "the drop hung");
     }
 
     #[test]
