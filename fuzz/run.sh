@@ -19,7 +19,7 @@ if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds == 0)); then
     echo "usage: bash fuzz/run.sh [SECONDS] [TARGET...]" >&2
     exit 2
 fi
-all=(radius_codec radius_handler config_parser validity_date token_import pin_otp_split)
+all=(radius_codec radius_handler config_parser validity_date token_import pin_otp_split local_socket)
 targets=("${@:-${all[@]}}")
 
 export RUSTC_BOOTSTRAP=1
