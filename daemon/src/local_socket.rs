@@ -33,6 +33,11 @@ pub enum SocketError {
     InUse { path: PathBuf },
     #[error("pam.socket {path} exists and is not a socket; remove it or choose another path")]
     NotASocket { path: PathBuf },
+    #[error(
+        "cannot listen on pam.socket {path}: its directory does not exist (create it, e.g. with \
+         RuntimeDirectory=otpd in the systemd unit for /run/otpd)"
+    )]
+    NoDirectory { path: PathBuf },
     #[error("cannot listen on pam.socket {path}: {source}")]
     Bind { path: PathBuf, source: io::Error },
 }
@@ -41,6 +46,9 @@ pub enum SocketError {
 /// daemon that did not stop cleanly leaves one behind).
 pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     let bind_err = |source| SocketError::Bind { path: path.to_owned(), source };
+    if path.parent().is_some_and(|dir| !dir.as_os_str().is_empty() && !dir.is_dir()) {
+        return Err(SocketError::NoDirectory { path: path.to_owned() });
+    }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
             return Err(SocketError::NotASocket { path: path.to_owned() });
@@ -219,7 +227,7 @@ mod tests {
         assert!(e.to_string().contains("is not a socket"), "{e}");
         assert_eq!(std::fs::read(&file).unwrap(), b"x", "a file that is not a socket is left alone");
         let e = bind(&dir.path().join("missing/pam.sock")).unwrap_err();
-        assert!(e.to_string().contains("cannot listen on pam.socket"), "{e}");
+        assert!(e.to_string().contains("its directory does not exist"), "{e}");
     }
 
     #[test]

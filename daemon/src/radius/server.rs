@@ -14,6 +14,8 @@
 //! them, and few thread wake-ups per login. The queue keeps one thread
 //! busy while it keeps up and wakes more when the busy ones are stuck in
 //! a slow PIN hash or userstore (see `queue`).
+//! With `[pam] socket`, the threads answering pam_otpd (`local_socket`)
+//! start and stop here too, on the same core.
 //! SIGHUP reloads the configuration; SIGTERM (or SIGINT) stops the loops
 //! and drains the queue. Shutdown is handled in `serve` alone.
 
