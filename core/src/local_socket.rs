@@ -25,6 +25,8 @@ use crate::{AuthRequest, Front, Otpd, Outcome, TokenStatus};
 /// No frame is longer: a request carries at most a user, a realm, a
 /// password of at most 1024 bytes (pam_otpd's limit) and a challenge state.
 pub const MAX_FRAME: usize = 16 * 1024;
+/// What `encode` reserves: more than a request with the longest password.
+const FRAME_ROOM: usize = 4096;
 
 /// A question for the daemon.
 #[derive(Debug, Serialize, Deserialize)]
@@ -122,9 +124,12 @@ pub enum FrameError {
     Invalid(String),
 }
 
-/// Encodes one frame. The bytes may hold a password: they wipe themselves.
+/// Encodes one frame. The bytes may hold a password: they wipe themselves
+/// (room for a whole request up front, so that no reallocation leaves a
+/// copy behind in freed memory).
 pub fn encode<T: Serialize>(message: &T) -> Zeroizing<Vec<u8>> {
-    let mut frame = Zeroizing::new(vec![0u8; 4]);
+    let mut frame = Zeroizing::new(Vec::with_capacity(4 + FRAME_ROOM));
+    frame.extend_from_slice(&[0; 4]);
     // Serializing these types into a Vec cannot fail.
     serde_json::to_writer(&mut *frame, message).expect("serializable message");
     let len = u32::try_from(frame.len() - 4).unwrap_or(u32::MAX);
@@ -138,9 +143,19 @@ fn frame_len(header: [u8; 4]) -> Result<usize, FrameError> {
     if len > MAX_FRAME { Err(FrameError::TooLong(len)) } else { Ok(len) }
 }
 
-/// Decodes a frame's body.
+/// Decodes a frame's body. The error names the kind and place of the
+/// fault, never serde's text, which quotes the offending value (a password
+/// sent as a number, say) and would carry it into a log line.
 fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
-    serde_json::from_slice(body).map_err(|e| FrameError::Invalid(e.to_string()))
+    serde_json::from_slice(body).map_err(|e| {
+        let kind = match e.classify() {
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "JSON of the wrong shape",
+            serde_json::error::Category::Eof => "JSON cut short",
+            serde_json::error::Category::Io => "unreadable",
+        };
+        FrameError::Invalid(format!("{kind} at line {} column {}", e.line(), e.column()))
+    })
 }
 
 /// Reads one frame from a blocking stream.
@@ -230,13 +245,19 @@ mod tests {
         let e = frame_len((MAX_FRAME as u32 + 1).to_be_bytes()).unwrap_err();
         assert!(e.to_string().contains("longer than 16384"), "{e}");
         assert!(matches!(read_frame::<Reply>(&mut &frame[..10]), Err(FrameError::Io(_))));
-        for body in
-            [&b"{not json"[..], br#"{"op":"delete","user":"a"}"#, br#"{"op":"status","user":"a","x":1}"#]
-        {
+        let bodies = [
+            &b"{not json"[..],
+            br#"{"op":"delete","user":"a"}"#,
+            br#"{"op":"status","user":"a","x":1}"#,
+            // A password of the wrong type: the error must not quote it.
+            br#"{"op":"authenticate","user":"a","password":755224,"client":null,"state":null,"service":null}"#,
+        ];
+        for body in bodies {
             let mut framed = (body.len() as u32).to_be_bytes().to_vec();
             framed.extend_from_slice(body);
             let e = read_frame::<Request>(&mut &framed[..]).unwrap_err();
             assert!(matches!(e, FrameError::Invalid(_)), "{e}");
+            assert!(!e.to_string().contains("755224") && e.to_string().contains("column"), "{e}");
         }
     }
 

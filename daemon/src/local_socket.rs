@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::logging::clean;
 use otpd_core::Otpd;
 use otpd_core::local_socket::{self, FrameError, Reply, Request};
 use tracing::{debug, info, warn};
+
+use crate::logging::clean;
 
 /// Threads that answer connections, each one at a time; further
 /// connections wait in the listen backlog. A login without PIN takes well

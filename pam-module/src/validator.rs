@@ -43,7 +43,7 @@ impl Validator {
             Some(Reply::Usable { otp_lengths }) => return Ok(TokenStatus::Usable { otp_lengths }),
             Some(Reply::Unusable { reasons }) => return Ok(TokenStatus::Unusable { reasons }),
             Some(Reply::Error { message }) => return Err(message),
-            Some(other) => self.unexpected(&other, note),
+            Some(_) => self.unexpected(note),
             None => {}
         }
         self.local()?.token_status(user, realm).map_err(|e| e.to_string())
@@ -67,7 +67,7 @@ impl Validator {
                 return Ok(Outcome::Challenge { state, message, serial });
             }
             Some(Reply::Error { message }) => return Err(message),
-            Some(other) => self.unexpected(&other, note),
+            Some(_) => self.unexpected(note),
             None => {}
         }
         self.local()?.authenticate(req).map_err(|e| e.to_string())
@@ -102,7 +102,7 @@ impl Validator {
 
     /// A reply of the wrong kind (a status for a login): a daemon of
     /// another version, say. Not trusted; the module asks itself.
-    fn unexpected(&mut self, _reply: &Reply, note: Note<'_>) {
+    fn unexpected(&mut self, note: Note<'_>) {
         note(Level::Error, "the daemon's answer does not fit the question; checking in this process instead");
         self.daemon = None;
     }

@@ -241,10 +241,7 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
             UdpSocket::bind(addr).await.map_err(|source| ServeError::Bind { addr: *addr, source })?;
         sockets.push(Arc::new(socket));
     }
-    let pam_listener = match &config.pam_socket {
-        Some(path) => Some((crate::local_socket::bind(path)?, path.clone())),
-        None => None,
-    };
+    let pam_listener = config.pam_socket.as_deref().map(crate::local_socket::bind).transpose()?;
     // Bound (port 1812 may need root) and the store open: now unprivileged.
     crate::privilege::become_service_user(&config)?;
     let shared = Arc::new(Shared {
@@ -264,13 +261,13 @@ async fn run(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         info!("listening on {addr} ({} clients)", shared.state().clients.len());
         loops.push(tokio::spawn(receive_loop(socket, shared.clone(), jobs.clone(), stop_rx.clone())));
     }
-    let pam_server = match pam_listener {
-        Some((listener, path)) => {
+    let pam_server = match (pam_listener, &config.pam_socket) {
+        (Some(listener), Some(path)) => {
             let shared = shared.clone();
             let core = move || shared.state().otpd.clone();
-            Some(SocketServer::start(listener, path, core).map_err(ServeError::Runtime)?)
+            Some(SocketServer::start(listener, path.clone(), core).map_err(ServeError::Runtime)?)
         }
-        None => None,
+        _ => None,
     };
 
     let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Runtime)?;

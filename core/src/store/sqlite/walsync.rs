@@ -199,12 +199,18 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn members_are_called_back_after_the_sync_and_waiters_return() {
+    /// A WAL sync thread on a WAL file in a temporary directory.
+    fn started() -> (tempfile::TempDir, WalSync) {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("db-wal");
         std::fs::write(&wal, b"frames").unwrap();
         let sync = WalSync::start(&wal, "db").unwrap();
+        (dir, sync)
+    }
+
+    #[test]
+    fn members_are_called_back_after_the_sync_and_waiters_return() {
+        let (_dir, sync) = started();
         let (tx, rx) = mpsc::channel();
         let members: Vec<(u64, CommitDone)> = (0..3)
             .map(|epoch| {
@@ -228,10 +234,8 @@ mod tests {
 
     #[test]
     fn waiters_sync_on_their_own_threads_while_members_are_handed_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let wal = dir.path().join("db-wal");
-        std::fs::write(&wal, b"frames").unwrap();
-        let sync = Arc::new(WalSync::start(&wal, "db").unwrap());
+        let (_dir, sync) = started();
+        let sync = Arc::new(sync);
         let (tx, rx) = mpsc::channel();
         let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let next = || epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -271,10 +275,8 @@ mod tests {
 
     #[test]
     fn a_panicking_callback_and_a_drop_on_its_own_thread_leave_the_thread_sound() {
-        let dir = tempfile::tempdir().unwrap();
-        let wal = dir.path().join("db-wal");
-        std::fs::write(&wal, b"frames").unwrap();
-        let sync = Arc::new(Mutex::new(Some(WalSync::start(&wal, "db").unwrap())));
+        let (_dir, sync) = started();
+        let sync = Arc::new(Mutex::new(Some(sync)));
         let (tx, rx) = mpsc::channel();
         let held = sync.lock().unwrap();
         let walsync = held.as_ref().unwrap();
