@@ -574,8 +574,9 @@ run f "otpd reject, right PIN, wrong code" reject "$OTPD_PORT" "$OTPD_PID" "${co
 run g "otpd PIN+HOTP accept" accept "$OTPD_PORT" "$OTPD_PID" "${common[@]}" "${pin_users[@]}" --pin "$PIN" --hotp-key "$KEY"
 
 # Overload: wrong codes (no one-shot state to get out of step when requests are
-# dropped) offered at twice the reject peak with up to 1024 in flight; otpd takes
-# 256 at a time and drops the rest, which the generator counts as timeouts.
+# dropped) offered at twice the reject peak with up to 1024 in flight; what does
+# not fit in otpd's receive buffer the kernel drops (otpd logs the count as
+# `overloaded`), and the generator counts those as timeouts.
 over=$(awk -v r="${RATE[e]}" 'BEGIN { printf "%.0f", r * 2 }')
 run overload "otpd overload: wrong codes offered at $over/s, 1024 outstanding" any "$OTPD_PORT" "$OTPD_PID" \
     --duration "${DURATION}s" --outstanding 1024 --sockets 4 --timeout 1s --rate "$over" "${users[@]}" --password-fixed 000000

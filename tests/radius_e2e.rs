@@ -534,6 +534,33 @@ fn malformed_stream_survived() {
     assert!(server.running(), "otpd serve is gone after the stream");
 }
 
+/// A burst beyond what the socket's receive buffer holds: the kernel drops
+/// the rest, otpd logs how many as `overloaded` (counted, never unbounded
+/// memory), and answers the next login at once.
+#[test]
+fn a_burst_beyond_the_receive_buffer_is_dropped_counted_and_survived() {
+    let (_env, mut server) = setup(&[localhost(), client("second", "127.0.0.2/32", "second", "")], "");
+    // From another client and for a user without tokens: the flood's
+    // rejects charge no token and no rate limit the login after needs.
+    let socket = udp("127.0.0.2:0");
+    for i in 0..30_000u32 {
+        let request = access_request(i as u8, random(), "nobody", "000000", "second");
+        // ENOBUFS on a full loopback is a datagram lost, as on a network.
+        let _ = socket.send_to(&request, server.addr);
+    }
+    assert!(
+        server.wait_for("overloaded (the receive buffer was full", Duration::from_secs(20)),
+        "no counted `overloaded` drop logged:\n{}",
+        server.log()
+    );
+    assert!(server.running(), "otpd serve died in the burst");
+    let started = Instant::now();
+    let c0 = oath_hotp(RFC_KEY, 0, 6);
+    radtest(&server, "alice", &format!("1234{c0}"), SECRET).expect("Access-Accept");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the login after the burst took {took:?}");
+}
+
 /// A request from an address no client covers is not answered.
 #[test]
 fn unknown_client_is_dropped() {

@@ -38,7 +38,7 @@ struct Entry {
 /// What to do with a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// First sight: process it (and `finish` or `abandon` the key).
+    /// First sight: process it (and `finish` the key).
     New,
     /// Being processed: drop this copy.
     InFlight,
@@ -107,14 +107,6 @@ impl ReplyCache {
             e.reply = Some(Box::from(&reply[..]));
         }
     }
-
-    /// Forgets a request that got no reply (shed under load), so that the
-    /// NAS's retransmission is processed.
-    pub fn abandon(&self, key: Key) {
-        let id = self.id(&key);
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.entries.remove(&id);
-    }
 }
 
 #[cfg(test)]
@@ -131,8 +123,6 @@ mod tests {
         assert_eq!(cache.lookup(key), Lookup::Answered(Arc::from(vec![2, 7])));
         let other: Key = ("127.0.0.1:5001".parse().unwrap(), 7, [1; 16]);
         assert_eq!(cache.lookup(other), Lookup::New, "another source port is another request");
-        cache.abandon(other);
-        assert_eq!(cache.lookup(other), Lookup::New);
     }
 
     #[test]

@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const INTERVAL: Duration = Duration::from_secs(1);
+/// The kind of drop of requests beyond what otpd answers.
+const OVERLOADED: &str = "overloaded";
 /// How often a persisting store failure is logged.
 pub const STORE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -38,9 +40,14 @@ impl Gate {
     /// Counts one event at `now`: `Some(events suppressed before it)` when
     /// it is to be logged, `None` when it is suppressed.
     fn hit(&mut self, now: Instant, interval: Duration) -> Option<u64> {
-        self.total += 1;
+        self.hits(now, interval, 1)
+    }
+
+    /// Counts `n` events at once (see `hit`).
+    fn hits(&mut self, now: Instant, interval: Duration, n: u64) -> Option<u64> {
+        self.total += n;
         if self.logged.is_some_and(|t| now.duration_since(t) < interval) {
-            self.suppressed += 1;
+            self.suppressed += n;
             return None;
         }
         self.logged = Some(now);
@@ -57,10 +64,7 @@ impl DropLog {
     /// Logs a drop of kind `kind` from `source`, unless one was logged in
     /// the last second; `detail` says more about this datagram.
     pub fn drop(&self, kind: &'static str, source: SocketAddr, detail: &str) {
-        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
-        let due = kinds.entry(kind).or_default().hit(Instant::now(), INTERVAL);
-        drop(kinds);
-        match due {
+        match self.count(kind, 1) {
             None => {}
             Some(0) => tracing::warn!("dropped request from {source}: {kind}{detail}"),
             Some(suppressed) => tracing::warn!(
@@ -68,9 +72,29 @@ impl DropLog {
             ),
         }
     }
-}
 
-impl DropLog {
+    /// Logs `n` requests to `local` that the kernel dropped because the
+    /// socket's receive buffer was full (the load beyond what the core
+    /// threads answer), as the kind `overloaded`.
+    pub fn overflowed(&self, local: SocketAddr, n: u32) {
+        match self.count(OVERLOADED, u64::from(n)) {
+            None => {}
+            Some(0) => tracing::warn!(
+                "dropped {n} requests to {local}: {OVERLOADED} (the receive buffer was full; the core threads answer what they can)"
+            ),
+            Some(suppressed) => tracing::warn!(
+                "dropped {n} requests to {local}: {OVERLOADED} (the receive buffer was full; the core threads answer what they can; \
+                 {suppressed} more dropped for this reason in the last interval)"
+            ),
+        }
+    }
+
+    /// Counts `n` drops of `kind`: `Some(suppressed before)` when a line is due.
+    fn count(&self, kind: &'static str, n: u64) -> Option<u64> {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        kinds.entry(kind).or_default().hits(Instant::now(), INTERVAL, n)
+    }
+
     /// All drops so far by kind, e.g. `dropped 12 (overloaded: 12)`.
     pub fn totals(&self) -> String {
         let kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,6 +196,12 @@ mod tests {
         }
         log.drop("unknown client", source, "");
         assert_eq!(log.totals(), "dropped 6 (overloaded: 5, unknown client: 1)");
+        log.overflowed(source, 40);
+        assert_eq!(
+            log.totals(),
+            "dropped 46 (overloaded: 45, unknown client: 1)",
+            "kernel drops count as overloaded"
+        );
     }
 
     #[test]

@@ -6,16 +6,18 @@
 //! * `cache`: the reply cache that answers retransmissions.
 //! * `droplog`: rate-limited logging of dropped datagrams.
 //! * `ratelimit`: limits on failed attempts per user and per source.
-//! * `queue`: the bounded queue from the receive loops to the core threads.
-//! * `server`: the sockets, the core threads, reload and shutdown.
+//! * `sockets`: reading the sockets, and the kernel's count of drops.
+//! * `turn`: which core thread reads the sockets.
+//! * `server`: the core threads, reload and shutdown.
 
 mod cache;
 mod clients;
 pub mod codec;
 mod droplog;
-mod queue;
 pub mod ratelimit;
 mod server;
+mod sockets;
+mod turn;
 
 pub use clients::{ClientError, ClientTable};
 pub use server::{Dropped, ServeError, State, serve};
