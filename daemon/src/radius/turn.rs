@@ -24,9 +24,6 @@ use std::time::{Duration, Instant};
 
 /// The shortest sleep of the watcher, so that it never spins.
 const WATCH_MIN: Duration = Duration::from_micros(50);
-/// With no request begun for this long, the watcher sleeps until the next
-/// one instead of waking every `stall`: an idle daemon does not wake.
-const IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Turn {
@@ -47,11 +44,10 @@ struct Inner {
     /// ...in a request since then (`None`: between requests, or waiting
     /// for datagrams).
     busy_since: Option<Instant>,
-    /// When the last request began.
-    last_begin: Instant,
     /// A thread watches the holder...
     watching: bool,
-    /// ...sleeping until the next request begins (the daemon is idle).
+    /// ...sleeping until the next request begins (the holder is between
+    /// requests: an idle daemon does not wake).
     watcher_idle: bool,
     stopped: bool,
 }
@@ -70,7 +66,6 @@ impl Turn {
             inner: Mutex::new(Inner {
                 holder: None,
                 busy_since: None,
-                last_begin: Instant::now(),
                 watching: false,
                 watcher_idle: false,
                 stopped: false,
@@ -109,9 +104,6 @@ impl Turn {
                     let left = self.stall.saturating_sub(since.elapsed()).max(WATCH_MIN);
                     self.watch.wait_timeout(inner, left).unwrap_or_else(|p| p.into_inner()).0
                 }
-                None if inner.last_begin.elapsed() < IDLE => {
-                    self.watch.wait_timeout(inner, self.stall).unwrap_or_else(|p| p.into_inner()).0
-                }
                 None => {
                     inner.watcher_idle = true;
                     self.watch.wait(inner).unwrap_or_else(|p| p.into_inner())
@@ -134,9 +126,7 @@ impl Turn {
         if inner.holder != Some(me) {
             return false;
         }
-        let now = Instant::now();
-        inner.busy_since = Some(now);
-        inner.last_begin = now;
+        inner.busy_since = Some(Instant::now());
         if inner.watcher_idle {
             inner.watcher_idle = false;
             drop(inner);
@@ -183,12 +173,16 @@ mod tests {
     /// turn stopped).
     fn stand_by(turn: &Arc<Turn>, me: usize) -> mpsc::Receiver<Option<Instant>> {
         let (tx, rx) = mpsc::channel();
+        stand_by_to(turn, me, tx);
+        rx
+    }
+
+    fn stand_by_to(turn: &Arc<Turn>, me: usize, tx: mpsc::Sender<Option<Instant>>) {
         let turn = turn.clone();
         thread::spawn(move || {
             let got = turn.take(me);
             let _ = tx.send(got.then(Instant::now));
         });
-        rx
     }
 
     #[test]
@@ -208,21 +202,26 @@ mod tests {
     fn a_holder_stuck_in_a_request_loses_the_turn_after_the_stall() {
         let turn = Arc::new(Turn::new(STALL));
         assert!(turn.take(0));
-        // Idle for a while: the watcher sleeps until a request begins.
-        let watcher = stand_by(&turn, 1);
-        let second = stand_by(&turn, 2);
+        // The holder between requests: the watcher sleeps until one begins.
+        let (tx, standing) = mpsc::channel();
+        stand_by_to(&turn, 1, tx.clone());
+        stand_by_to(&turn, 2, tx);
         thread::sleep(STALL * 2);
         let began = Instant::now();
         assert!(turn.begin(0));
-        let got = watcher
+        let got = standing
             .recv_timeout(Duration::from_secs(5))
-            .ok()
-            .flatten()
-            .or_else(|| second.recv_timeout(Duration::from_secs(5)).ok().flatten())
+            .unwrap()
             .expect("a thread standing by takes the turn");
         assert!(got.duration_since(began) >= STALL, "not before the stall");
         assert!(!turn.end(0), "the stuck holder learns it lost the turn");
+        assert!(standing.recv_timeout(STALL * 3).is_err(), "one thread took it, the other stands by");
         turn.stop();
+        assert_eq!(
+            standing.recv_timeout(Duration::from_secs(5)).unwrap(),
+            None,
+            "stop ends the other's wait"
+        );
     }
 
     #[test]
