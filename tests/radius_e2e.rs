@@ -385,6 +385,30 @@ fn ipv6_loopback() {
         .expect("Access-Accept");
 }
 
+/// Two `radius.listen` addresses: the core threads read both, and each
+/// reply leaves from the address its request came to (a NAS drops a reply
+/// from another), a retransmission to either answered from the cache.
+#[test]
+fn two_listen_addresses_each_answer_from_their_own() {
+    let env = Env::new();
+    env.init_hotp("H1", "alice", "1234");
+    let base = std::fs::read_to_string(&env.config).unwrap();
+    let listen = [format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())];
+    write_config(&env, &base, &listen, &[localhost()], "");
+    let server = Server::start(&env, &listen);
+    let socket = udp("127.0.0.1:0");
+    for (counter, addr) in listen.iter().enumerate() {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let password = format!("1234{}", oath_hotp(RFC_KEY, counter as u64, 6));
+        let request = access_request(counter as u8, random(), "alice", &password, SECRET);
+        let reply = exchange(&socket, addr, &request).unwrap_or_else(|| panic!("no answer from {addr}"));
+        assert_eq!(response(&reply, &request, SECRET).0, code::ACCESS_ACCEPT, "via {addr}");
+        let again = exchange(&socket, addr, &request).expect("the retransmission answered");
+        assert_eq!(again, reply, "a retransmission gets the cached reply");
+    }
+    assert!(server.log().matches("result=accept").count() == 2, "two logins, no more:\n{}", server.log());
+}
+
 /// A xorshift generator: the malformed stream needs many random numbers,
 /// seeded from the OS so that every run tries other bytes (the seed is
 /// printed to reproduce a failure).
