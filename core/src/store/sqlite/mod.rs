@@ -107,6 +107,9 @@ struct Pool {
     idle: Vec<Connection>,
     /// Connections handed out or idle.
     open: usize,
+    /// Threads waiting for a connection to be handed back: a notify is a
+    /// system call even with nobody waiting, and a login hands one back.
+    waiting: usize,
 }
 
 /// The group transaction of the writer connection.
@@ -125,6 +128,8 @@ struct Group {
     failed: Vec<(u64, String)>,
     /// Members that did not wait (`commit_then`), with their group's number.
     deferred: Deferred,
+    /// Members waiting on `settled` (the only ones a notify wakes).
+    waiting: usize,
 }
 
 #[derive(Default)]
@@ -179,7 +184,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             config,
             display,
-            pool: Mutex::new(Pool { idle: vec![conn], open: 1 }),
+            pool: Mutex::new(Pool { idle: vec![conn], open: 1, waiting: 0 }),
             returned: Condvar::new(),
             group: Mutex::new(Group::default()),
             settled: Condvar::new(),
@@ -216,9 +221,11 @@ impl SqliteStore {
             if pool.open < POOL_MAX || waited {
                 break;
             }
+            pool.waiting += 1;
             let (guard, timeout) =
                 self.returned.wait_timeout(pool, POOL_WAIT).unwrap_or_else(|p| p.into_inner());
             pool = guard;
+            pool.waiting -= 1;
             waited = timeout.timed_out();
         }
         pool.open += 1;
@@ -319,7 +326,9 @@ impl SqliteStore {
             return Ok(());
         };
         while group.settled <= epoch {
+            group.waiting += 1;
             group = self.settled.wait(group).unwrap_or_else(|p| p.into_inner());
+            group.waiting -= 1;
         }
         let result = self.result_of(&group, epoch);
         self.run_deferred(group);
@@ -346,7 +355,9 @@ impl SqliteStore {
                 group.members = 0;
                 group.epoch += 1;
                 group.settled = group.epoch;
-                self.settled.notify_all();
+                if group.waiting > 0 {
+                    self.settled.notify_all();
+                }
                 if self.config.sync && self.walsync.get().is_none() && !group.deferred.0.is_empty() {
                     self.start_walsync(group);
                 }
@@ -425,7 +436,9 @@ impl SqliteStore {
         group.members = 0;
         group.epoch += 1;
         group.settled = group.epoch;
-        self.settled.notify_all();
+        if group.waiting > 0 {
+            self.settled.notify_all();
+        }
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
@@ -501,7 +514,9 @@ impl Drop for Pooled<'_> {
         match self.conn.take() {
             Some(conn) if pool.open <= POOL_MAX => {
                 pool.idle.push(conn);
-                self.store.returned.notify_one();
+                if pool.waiting > 0 {
+                    self.store.returned.notify_one();
+                }
             }
             // One opened beyond the limit, or one dropped after a failure.
             _ => pool.open -= 1,
