@@ -585,6 +585,27 @@ fn a_burst_beyond_the_receive_buffer_is_dropped_counted_and_survived() {
     assert!(took < Duration::from_secs(5), "the login after the burst took {took:?}");
 }
 
+/// A datagram longer than RADIUS allows (4096 bytes), its Length field
+/// saying so, is dropped as malformed, not cut to size and answered (bytes
+/// beyond a Length field within the limit are padding, RFC 2865 3); the
+/// next login is answered as usual.
+#[test]
+fn an_oversized_datagram_is_dropped() {
+    let (_env, mut server) = setup(&[localhost()], "");
+    let socket = udp("127.0.0.1:0");
+    let password = format!("1234{}", oath_hotp(RFC_KEY, 0, 6));
+    let mut request = access_request(1, random(), "alice", &password, SECRET);
+    request.resize(codec::MAX_PACKET + 1000, 0);
+    let length = request.len() as u16;
+    request[2..4].copy_from_slice(&length.to_be_bytes());
+    assert_eq!(exchange(&socket, server.addr, &request), None, "an oversized datagram was answered");
+    assert!(server.wait_for("malformed packet", Duration::from_secs(2)), "no drop logged:\n{}", server.log());
+    assert!(server.running());
+    let request = access_request(2, random(), "alice", &password, SECRET);
+    let reply = exchange(&socket, server.addr, &request).expect("the login after it is answered");
+    assert_eq!(response(&reply, &request, SECRET).0, code::ACCESS_ACCEPT);
+}
+
 /// A request from an address no client covers is not answered.
 #[test]
 fn unknown_client_is_dropped() {
