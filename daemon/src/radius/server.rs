@@ -310,7 +310,7 @@ fn core_thread(me: usize, sockets: &Sockets, turn: &Turn, shared: &Arc<Shared>) 
             let datagram = match sockets.try_recv(&mut buf, &mut cmsg) {
                 Some(Ok(datagram)) => datagram,
                 Some(Err(e)) => {
-                    // ICMP errors from earlier sends surface here on Linux; keep going.
+                    // The socket's error, not a datagram's: keep reading.
                     warn!("receive error: {e}");
                     continue;
                 }

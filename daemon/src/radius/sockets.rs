@@ -57,7 +57,8 @@ impl Sockets {
     }
 
     /// A datagram waiting on any socket, without waiting; `Err` for a
-    /// receive error (ICMP errors from earlier sends surface here on Linux).
+    /// receive error of the socket's own (on an unconnected UDP socket
+    /// Linux reports no ICMP errors, so these are rare).
     pub fn try_recv(&self, buf: &mut [u8], cmsg: &mut [u8]) -> Option<std::io::Result<Datagram>> {
         let count = self.sockets.len();
         let start = self.next.load(Ordering::Relaxed);
