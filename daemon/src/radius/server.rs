@@ -325,7 +325,12 @@ fn core_thread(me: usize, sockets: &Sockets, turn: &Turn, shared: &Arc<Shared>) 
                 }
             };
             turn.begin(me);
-            handle_datagram(shared, &datagram, &buf[..datagram.len], &mut unflushed);
+            // A panic (a bug) ends this datagram, not the thread; one in the
+            // core call drops its `ReplyTo`, which sends the internal-error
+            // reject.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handle_datagram(shared, &datagram, &buf[..datagram.len], &mut unflushed)
+            }));
             if !turn.end(me) {
                 // A watcher took the turn while this request was slow.
                 break;
@@ -397,10 +402,7 @@ fn handle_datagram(
     *unflushed = Some(state.otpd.clone());
     let sink = Sink::Socket { shared: shared.clone(), socket: socket.clone(), key };
     let to = ReplyTo::new(client.clone(), data.to_vec(), source, sink);
-    // A panic drops `to`, which then sends the internal-error reject.
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        answer_then(&state.otpd, &state.limiter, to)
-    }));
+    answer_then(&state.otpd, &state.limiter, to);
 }
 
 /// Client, packet shape, code and Message-Authenticator; Status-Server is
