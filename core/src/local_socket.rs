@@ -96,6 +96,32 @@ impl From<Outcome> for Reply {
     }
 }
 
+impl Reply {
+    /// The answer to `Request::Status`: the status, or the core's error;
+    /// `None` for a reply of another kind (a daemon of another version).
+    pub fn into_status(self) -> Option<Result<TokenStatus, String>> {
+        Some(match self {
+            Reply::NoToken => Ok(TokenStatus::NoToken),
+            Reply::Usable { otp_lengths } => Ok(TokenStatus::Usable { otp_lengths }),
+            Reply::Unusable { reasons } => Ok(TokenStatus::Unusable { reasons }),
+            Reply::Error { message } => Err(message),
+            _ => return None,
+        })
+    }
+
+    /// The answer to `Request::Authenticate`, like `into_status`. An
+    /// accept does not say the token's type (PAM has no use for it).
+    pub fn into_outcome(self) -> Option<Result<Outcome, String>> {
+        Some(match self {
+            Reply::Accept { message, serial } => Ok(Outcome::Accept { message, serial, token_type: None }),
+            Reply::Reject { message, serial } => Ok(Outcome::Reject { message, serial }),
+            Reply::Challenge { state, message, serial } => Ok(Outcome::Challenge { state, message, serial }),
+            Reply::Error { message } => Err(message),
+            _ => return None,
+        })
+    }
+}
+
 /// What the daemon makes of a request: the module's own call, answered.
 pub fn answer(otpd: &Otpd, request: Request) -> Reply {
     let result = match request {
@@ -259,6 +285,20 @@ mod tests {
             assert!(matches!(e, FrameError::Invalid(_)), "{e}");
             assert!(!e.to_string().contains("755224") && e.to_string().contains("column"), "{e}");
         }
+    }
+
+    #[test]
+    fn replies_turn_back_into_what_the_core_answered_and_the_wrong_kind_into_none() {
+        let status = TokenStatus::Unusable { reasons: vec!["Token is disabled".into()] };
+        assert_eq!(Reply::from(status.clone()).into_status(), Some(Ok(status)));
+        let outcome =
+            Outcome::Challenge { state: "s1".into(), message: "otp?".into(), serial: Some("H1".into()) };
+        assert_eq!(Reply::from(outcome.clone()).into_outcome(), Some(Ok(outcome)));
+        let error = Reply::Error { message: "database is locked".into() };
+        assert_eq!(error.clone().into_status(), Some(Err("database is locked".into())));
+        assert_eq!(error.into_outcome(), Some(Err("database is locked".into())));
+        assert_eq!(Reply::NoToken.into_outcome(), None, "a status is no answer to a login");
+        assert_eq!(Reply::Reject { message: "no".into(), serial: None }.into_status(), None);
     }
 
     #[test]

@@ -38,13 +38,8 @@ impl Validator {
         note: Note<'_>,
     ) -> Result<TokenStatus, String> {
         let request = Request::Status { user: user.to_owned(), realm: realm.map(str::to_owned) };
-        match self.ask(&request, note) {
-            Some(Reply::NoToken) => return Ok(TokenStatus::NoToken),
-            Some(Reply::Usable { otp_lengths }) => return Ok(TokenStatus::Usable { otp_lengths }),
-            Some(Reply::Unusable { reasons }) => return Ok(TokenStatus::Unusable { reasons }),
-            Some(Reply::Error { message }) => return Err(message),
-            Some(_) => self.unexpected(note),
-            None => {}
+        if let Some(answer) = self.ask(&request, Reply::into_status, note) {
+            return answer;
         }
         self.local()?.token_status(user, realm).map_err(|e| e.to_string())
     }
@@ -58,27 +53,35 @@ impl Validator {
             state: req.state.clone(),
             service: req.service.clone(),
         };
-        match self.ask(&request, note) {
-            Some(Reply::Accept { message, serial }) => {
-                return Ok(Outcome::Accept { message, serial, token_type: None });
-            }
-            Some(Reply::Reject { message, serial }) => return Ok(Outcome::Reject { message, serial }),
-            Some(Reply::Challenge { state, message, serial }) => {
-                return Ok(Outcome::Challenge { state, message, serial });
-            }
-            Some(Reply::Error { message }) => return Err(message),
-            Some(_) => self.unexpected(note),
-            None => {}
+        if let Some(answer) = self.ask(&request, Reply::into_outcome, note) {
+            return answer;
         }
         self.local()?.authenticate(req).map_err(|e| e.to_string())
     }
 
-    /// The daemon's answer; `None` when it cannot be asked (then never
-    /// again in this login).
-    fn ask(&mut self, request: &Request, note: Note<'_>) -> Option<Reply> {
+    /// The daemon's answer, read by `read`; `None` when it cannot be asked
+    /// or its reply does not fit the question (then never again in this
+    /// login).
+    fn ask<T>(
+        &mut self,
+        request: &Request,
+        read: fn(Reply) -> Option<Result<T, String>>,
+        note: Note<'_>,
+    ) -> Option<Result<T, String>> {
         let socket = self.daemon.as_ref()?;
         match local_socket::call(socket, &self.config.database, request) {
-            Ok(reply) => Some(reply),
+            Ok(reply) => {
+                let answer = read(reply);
+                if answer.is_none() {
+                    // A daemon of another version, say: not trusted.
+                    note(
+                        Level::Error,
+                        "the daemon's answer does not fit the question; checking in this process instead",
+                    );
+                    self.daemon = None;
+                }
+                answer
+            }
             Err(e) => {
                 let level = match &e {
                     // The daemon is not running: expected, and quietly handled.
@@ -100,17 +103,12 @@ impl Validator {
         }
     }
 
-    /// A reply of the wrong kind (a status for a login): a daemon of
-    /// another version, say. Not trusted; the module asks itself.
-    fn unexpected(&mut self, note: Note<'_>) {
-        note(Level::Error, "the daemon's answer does not fit the question; checking in this process instead");
-        self.daemon = None;
-    }
-
     fn local(&mut self) -> Result<&Otpd, String> {
-        if self.local.is_none() {
-            self.local = Some(Otpd::open_for_one_login(self.config.clone()).map_err(|e| e.to_string())?);
+        match &mut self.local {
+            Some(otpd) => Ok(otpd),
+            slot @ None => {
+                Ok(slot.insert(Otpd::open_for_one_login(self.config.clone()).map_err(|e| e.to_string())?))
+            }
         }
-        Ok(self.local.as_ref().expect("opened above"))
     }
 }

@@ -169,7 +169,7 @@ impl ReplyTo {
                 // Cached before it is sent, so a retransmission that
                 // crosses the reply on the wire finds it.
                 shared.cache.finish(*key, reply.clone());
-                send(socket, &reply, self.source);
+                send(shared, socket, &reply, self.source);
             }
             Sink::Channel(sender) => {
                 let _ = sender.send(reply);
@@ -383,7 +383,7 @@ fn handle_datagram(
     let state = shared.state();
     let client = match check(&state.clients, data, source) {
         Err(dropped) => return shared.drops.drop(dropped.kind, source, &dropped.detail),
-        Ok(Checked::Reply(reply)) => return send(socket, &reply, source),
+        Ok(Checked::Reply(reply)) => return send(shared, socket, &reply, source),
         Ok(Checked::Work(client)) => client,
     };
     // `check` parsed the packet: the header fields are there.
@@ -393,7 +393,7 @@ fn handle_datagram(
     match shared.cache.lookup(key) {
         Lookup::New => {}
         Lookup::InFlight => return,
-        Lookup::Answered(reply) => return send(socket, &reply, source),
+        Lookup::Answered(reply) => return send(shared, socket, &reply, source),
     }
     // After a reload, the old core's group is committed at once.
     if let Some(previous) = unflushed.take_if(|o| !Arc::ptr_eq(o, &state.otpd)) {
@@ -440,10 +440,11 @@ fn check<'a>(clients: &'a ClientTable, data: &[u8], source: SocketAddr) -> Resul
 }
 
 /// Sends a reply. The socket does not block: a reply the send buffer
-/// cannot take now is dropped with a warning, and the NAS retransmits.
-fn send(socket: &UdpSocket, reply: &[u8], target: SocketAddr) {
+/// cannot take now is lost, counted and logged like a dropped request (at
+/// most a line a second), and the NAS retransmits.
+fn send(shared: &Shared, socket: &UdpSocket, reply: &[u8], target: SocketAddr) {
     if let Err(e) = socket.send_to(reply, target) {
-        warn!("cannot send a reply to {target}: {e}");
+        shared.drops.drop("reply not sent", target, &format!(" ({e})"));
     }
 }
 
