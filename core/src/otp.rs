@@ -44,35 +44,94 @@ impl HashAlgorithm {
     }
 }
 
-/// HMAC of `msg` under `key` with the digest type `$d`. HMAC accepts keys
-/// of any length, so creating the MAC cannot fail.
-macro_rules! hmac_digest {
-    ($d:ty, $key:expr, $msg:expr) => {{
-        let mut mac = <Hmac<$d> as KeyInit>::new_from_slice($key).expect("HMAC takes any key length");
-        mac.update($msg);
-        mac.finalize().into_bytes().to_vec()
-    }};
+/// One token's key, keyed into its HMAC once: keying hashes the padded key
+/// (one block for the inner and one for the outer hash), so a window of
+/// counters costs two blocks per value instead of four.
+#[derive(Clone)]
+pub enum HotpKey {
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha512(Hmac<sha2::Sha512>),
+}
+
+impl HotpKey {
+    pub fn new(key: &[u8], hash: HashAlgorithm) -> Self {
+        // HMAC accepts keys of any length: keying cannot fail.
+        const ANY: &str = "HMAC takes any key length";
+        match hash {
+            HashAlgorithm::Sha1 => HotpKey::Sha1(KeyInit::new_from_slice(key).expect(ANY)),
+            HashAlgorithm::Sha256 => HotpKey::Sha256(KeyInit::new_from_slice(key).expect(ANY)),
+            HashAlgorithm::Sha512 => HotpKey::Sha512(KeyInit::new_from_slice(key).expect(ANY)),
+        }
+    }
+
+    /// HOTP value for `counter` (RFC 4226 section 5.3), `digits` long with
+    /// leading zeros (at most `Code::MAX_DIGITS`; tokens have 6 or 8).
+    pub fn code(&self, counter: u64, digits: u32) -> Code {
+        let msg = counter.to_be_bytes();
+        let mut digest = [0u8; 64];
+        let len = match self {
+            HotpKey::Sha1(mac) => finish(mac, &msg, &mut digest),
+            HotpKey::Sha256(mac) => finish(mac, &msg, &mut digest),
+            HotpKey::Sha512(mac) => finish(mac, &msg, &mut digest),
+        };
+        let digest = &digest[..len];
+        // Dynamic truncation: the low nibble of the last byte picks 4 bytes.
+        let offset = (digest[len - 1] & 0x0f) as usize;
+        let code = u32::from_be_bytes([
+            digest[offset] & 0x7f,
+            digest[offset + 1],
+            digest[offset + 2],
+            digest[offset + 3],
+        ]);
+        Code::new(code % 10u32.pow(digits.min(9)), digits)
+    }
+}
+
+/// The keyed MAC's digest of `msg` into `out`; its length.
+fn finish<M: Mac + Clone>(mac: &M, msg: &[u8], out: &mut [u8; 64]) -> usize {
+    let mut mac = mac.clone();
+    mac.update(msg);
+    let digest = mac.finalize().into_bytes();
+    out[..digest.len()].copy_from_slice(&digest);
+    digest.len()
+}
+
+/// An HOTP value: its decimal digits, kept without an allocation.
+#[derive(Clone, Copy)]
+pub struct Code {
+    digits: [u8; Code::MAX_DIGITS],
+    len: usize,
+}
+
+impl Code {
+    /// A u32 has 10 decimal digits.
+    pub const MAX_DIGITS: usize = 10;
+
+    fn new(mut value: u32, width: u32) -> Code {
+        let len = (width as usize).min(Code::MAX_DIGITS);
+        let mut digits = [b'0'; Code::MAX_DIGITS];
+        for d in digits[..len].iter_mut().rev() {
+            *d = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+        Code { digits, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.digits[..self.len]
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("ASCII digits")
+    }
 }
 
 /// HOTP value for `counter` (RFC 4226 section 5.3), `digits` long with
-/// leading zeros. `digits` is 6 or 8 for OTP tokens.
+/// leading zeros. `digits` is 6 or 8 for OTP tokens. For a window of
+/// counters under one key, `HotpKey` keys the MAC once.
 pub fn hotp(key: &[u8], counter: u64, digits: u32, hash: HashAlgorithm) -> String {
-    let msg = counter.to_be_bytes();
-    let digest = match hash {
-        HashAlgorithm::Sha1 => hmac_digest!(sha1::Sha1, key, &msg),
-        HashAlgorithm::Sha256 => hmac_digest!(sha2::Sha256, key, &msg),
-        HashAlgorithm::Sha512 => hmac_digest!(sha2::Sha512, key, &msg),
-    };
-    // Dynamic truncation: the low nibble of the last byte picks 4 bytes.
-    let offset = (digest[digest.len() - 1] & 0x0f) as usize;
-    let code = u32::from_be_bytes([
-        digest[offset] & 0x7f,
-        digest[offset + 1],
-        digest[offset + 2],
-        digest[offset + 3],
-    ]);
-    let modulus = 10u64.pow(digits.min(9));
-    format!("{:0width$}", u64::from(code) % modulus, width = digits as usize)
+    HotpKey::new(key, hash).code(counter, digits).as_str().to_owned()
 }
 
 /// The TOTP time counter `floor((unix_time + shift) / step)`, never negative.
@@ -98,6 +157,21 @@ mod tests {
         for (counter, want) in expected.iter().enumerate() {
             assert_eq!(hotp(SHA1_KEY, counter as u64, 6, HashAlgorithm::Sha1), *want);
         }
+    }
+
+    #[test]
+    fn one_keyed_mac_serves_a_whole_window_unchanged() {
+        // The keyed state is cloned per value: computing one value must not
+        // change the next (RFC 4226 appendix D, in and out of order).
+        let key = HotpKey::new(SHA1_KEY, HashAlgorithm::Sha1);
+        assert_eq!(key.code(9, 6).as_str(), "520489");
+        assert_eq!(key.code(0, 6).as_str(), "755224");
+        assert_eq!(key.code(0, 6).as_str(), "755224");
+        assert_eq!(key.code(1, 6).as_str(), "287082");
+        // Leading zeros up to the width, and no more digits than a u32 has.
+        assert_eq!(Code::new(72768, 6).as_str(), "072768");
+        assert_eq!(Code::new(7, 8).as_str(), "00000007");
+        assert_eq!(Code::new(u32::MAX, 12).as_str(), "4294967295");
     }
 
     #[test]

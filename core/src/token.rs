@@ -272,9 +272,10 @@ impl Token {
     /// compared in constant time; every candidate is computed, so the time
     /// taken does not tell where (or whether) a match was found.
     fn find_hotp(&self, secret: &[u8], otp: &str, start: u64, len: u32) -> Option<u64> {
+        let key = otp::HotpKey::new(secret, self.hash);
         let mut found = None;
         for c in start..start.saturating_add(u64::from(len)) {
-            let value = otp::hotp(secret, c, self.otplen, self.hash);
+            let value = key.code(c, self.otplen);
             if crypto::ct_eq(value.as_bytes(), otp.as_bytes()) && found.is_none() {
                 found = Some(c);
             }

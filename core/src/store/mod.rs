@@ -142,7 +142,10 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     /// a read-check-write inside it cannot interleave with another writer.
     fn write(&self) -> Result<Box<dyn StoreWrite + '_>, StoreError>;
     /// `read()?.tokens(filter)` without a transaction around it (one query
-    /// is a consistent snapshot by itself): the read of every login.
+    /// is a consistent snapshot by itself): the read of every login. A
+    /// store that groups commits may answer with its open group's changes
+    /// (a later login of that group then sees an earlier one's counter;
+    /// both commit or fail together).
     fn read_tokens(&self, filter: &TokenFilter) -> Result<Vec<Token>, StoreError>;
     /// Commits the deferred members (`commit_then`) waiting for their group,
     /// unless a writer is about to join it (that writer commits it then).
