@@ -4,7 +4,8 @@
 //! `uid:gid:gecos:home:shell` (so an htpasswd-like file and a copy of passwd lines both work).
 //! The file is checked completely when it is opened, so mistakes show up at startup with a line
 //! number, and it is re-read whenever its modification time, size or inode changes, so users can
-//! be added or removed without restarting otpd.
+//! be added or removed without restarting otpd. It is looked at for changes at most once every
+//! `RECHECK` (a millisecond): a login storm then costs one `stat` a millisecond, not one a login.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -12,10 +13,16 @@ use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{UserEntry, UserStore, UserStoreError, crypt, normalize_gecos};
+
+/// How long a look at the file's stamp stays current: logins within it use the snapshot
+/// without looking again. Far below the time an operator takes from saving an edit to the
+/// next login, and a few times the file system's own timestamp granularity.
+const RECHECK: Duration = Duration::from_millis(1);
 
 /// At most `name:hash:uid:gid:gecos:home:shell`.
 const MAX_FIELDS: usize = 7;
@@ -33,6 +40,9 @@ pub struct PasswdFile {
     path: PathBuf,
     /// `None` until the first lookup of a file opened with `open_deferred`.
     cache: RwLock<Option<Snapshot>>,
+    /// When the cached snapshot was last found current, in nanoseconds since `since`.
+    checked: AtomicU64,
+    since: Instant,
 }
 
 /// The parsed file together with the identity of the version it was parsed from.
@@ -62,14 +72,24 @@ impl PasswdFile {
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, UserStoreError> {
         let path = path.into();
         let snapshot = load(&path)?;
-        Ok(Self { path, cache: RwLock::new(Some(snapshot)) })
+        Ok(Self::with_cache(path, Some(snapshot)))
     }
 
     /// Like `open`, but the file is read (and its errors reported) at the
     /// first lookup: for a process that serves one login and may never
     /// need this userstore.
     pub fn open_deferred(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), cache: RwLock::new(None) }
+        Self::with_cache(path.into(), None)
+    }
+
+    fn with_cache(path: PathBuf, snapshot: Option<Snapshot>) -> Self {
+        let since = Instant::now();
+        Self { path, cache: RwLock::new(snapshot), checked: AtomicU64::new(0), since }
+    }
+
+    /// Nanoseconds since `since`, never 0 (0 means "never checked").
+    fn clock(&self) -> u64 {
+        (self.since.elapsed().as_nanos() as u64).max(1)
     }
 
     /// Runs `f` on the user's record from an up-to-date snapshot of the file.
@@ -78,6 +98,15 @@ impl PasswdFile {
         login: &str,
         f: impl FnOnce(Option<&Account>) -> T,
     ) -> Result<T, UserStoreError> {
+        let checked = self.checked.load(Ordering::Relaxed);
+        if checked != 0 && self.clock().saturating_sub(checked) < RECHECK.as_nanos() as u64 {
+            let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(cache) = cache.as_ref() {
+                return Ok(f(cache.users.get(login)));
+            }
+        }
+        // Taken before the stat: a snapshot found current stays so for `RECHECK` from then.
+        let now = self.clock();
         let current = stamp(&self.path)?;
         // A panic while holding the lock cannot leave the snapshot half-updated (it is replaced
         // as a whole), so a poisoned lock is safe to keep using.
@@ -86,6 +115,7 @@ impl PasswdFile {
             if let Some(cache) = cache.as_ref()
                 && cache.stamp == current
             {
+                self.checked.store(now, Ordering::Relaxed);
                 return Ok(f(cache.users.get(login)));
             }
         }
@@ -95,6 +125,8 @@ impl PasswdFile {
             Some(snapshot) if snapshot.stamp == current => snapshot,
             _ => load(&self.path)?,
         };
+        // The snapshot's stamp is from before its read, at or after `now`.
+        self.checked.store(now, Ordering::Relaxed);
         Ok(f(cache.insert(snapshot).users.get(login)))
     }
 }
@@ -363,6 +395,8 @@ mod tests {
             let later = SystemTime::now() + Duration::from_secs(seconds);
             let handle = std::fs::File::options().write(true).open(file.path()).expect("reopen");
             handle.set_modified(later).expect("set mtime");
+            // A login looks at the file again once the last look is `RECHECK` old.
+            std::thread::sleep(RECHECK * 2);
         };
 
         bump(&file, &format!("alice:{SECRET_SHA256}\ndave:{SECRET_BCRYPT}:1004\n"), 10);
@@ -383,6 +417,7 @@ mod tests {
         // Deleting the file is an Io error, not an empty store.
         let path = file.path().to_path_buf();
         drop(file);
+        std::thread::sleep(RECHECK * 2);
         assert!(matches!(
             store.lookup("dave"),
             Err(UserStoreError::Io { path: p, .. }) if p == path
