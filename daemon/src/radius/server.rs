@@ -14,7 +14,9 @@
 //! SQLite store). The holder that finds the sockets empty commits the
 //! group before it waits, so a group holds the logins that arrived during
 //! the previous commit: one fsync for all of them, and few thread
-//! wake-ups per login.
+//! wake-ups per login. Under load the store commits a group of 16 or more
+//! early, when its sync thread is idle, so that the holder fills the next
+//! group while that one syncs.
 //! With `[pam] socket`, the threads answering pam_otpd (`local_socket`)
 //! start and stop here too, on the same core.
 //! SIGHUP reloads the configuration; SIGTERM (or SIGINT) stops the reading

@@ -86,6 +86,14 @@ impl WalSync {
         self.shared.work.notify_one();
     }
 
+    /// Nothing to sync and no sync running: a group committed now is
+    /// synced at once (or right after the thread has called back the last
+    /// group's members, which counts as idle).
+    pub(super) fn idle(&self) -> bool {
+        let state = self.shared.lock();
+        !state.syncing && state.pending.is_empty() && state.committed <= state.synced
+    }
+
     /// Returns once the committed group `epoch` is synced: by the sync
     /// running now, or else by one on this thread.
     pub(super) fn wait(&self, epoch: u64) -> Result<(), StoreError> {
