@@ -3,11 +3,12 @@
 # pam_otpd against pam_oath, on this machine, in one run.
 #
 # It installs what it needs (freeradius, freeradius-utils, libpam-oath,
-# oathtool, pamtester, jq), builds otpd, otpd-load and pam_otpd in release
+# oathtool, pamtester, jq, fio), builds otpd, otpd-load and pam_otpd in release
 # mode, starts a private FreeRADIUS 3 and a private `otpd serve` on loopback
 # ports from a temporary directory, drives both with the same generator
-# (otpd-load), times PAM logins through pamtester, and prints a table with
-# the issue's targets marked met or missed. Everything it starts is stopped
+# (otpd-load), times PAM logins through pamtester, times the disk's own
+# fdatasync with fio (the floor under a durable login's latency), and prints
+# a table with the issue's targets marked met or missed. Everything it starts is stopped
 # and its temporary files and /etc/pam.d/otpd-bench-* are removed on exit.
 #
 # Run as root (it installs packages and writes /etc/pam.d), from anywhere:
@@ -111,13 +112,14 @@ install_packages() {
     local pam_oath_ok=
     dpkg-query -W -f='${Status}' libpam-oath 2>/dev/null | grep -q 'ok installed' && pam_oath_ok=1
     if command -v freeradius >/dev/null && command -v radclient >/dev/null && command -v oathtool >/dev/null \
-        && command -v pamtester >/dev/null && command -v jq >/dev/null && [ -n "$pam_oath_ok" ]; then
+        && command -v pamtester >/dev/null && command -v jq >/dev/null && command -v fio >/dev/null \
+        && [ -n "$pam_oath_ok" ]; then
         return
     fi
-    log "installing freeradius freeradius-utils libpam-oath oathtool pamtester jq"
+    log "installing freeradius freeradius-utils libpam-oath oathtool pamtester jq fio"
     export DEBIAN_FRONTEND=noninteractive
     retry apt-get update -q || die "apt-get update failed"
-    retry apt-get install -y -q freeradius freeradius-utils libpam-oath oathtool pamtester jq \
+    retry apt-get install -y -q freeradius freeradius-utils libpam-oath oathtool pamtester jq fio \
         || die "apt-get install failed"
 }
 
@@ -416,6 +418,25 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 at_least() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 ceil_div() { echo $((($1 + $2 - 1) / $2)); }
 
+# --- the disk ----------------------------------------------------------------------
+
+# The disk's own fdatasync, timed by fio for 5 s in the work directory (the
+# file system otpd's store is on): 8 KiB appended and synced at a time, about
+# what one commit group adds to the WAL. A durable login waits for one such
+# sync, so its p99 cannot be far below the disk's. Sets SYNC_P50/SYNC_P99 (µs)
+# and SYNC_RATE (syncs a second).
+probe_disk() {
+    local json=$WORK/fio.json
+    fio --name=fdatasync --directory="$WORK" --filename=fio.dat --rw=write --bs=8k --size=64m \
+        --ioengine=psync --fdatasync=1 --runtime=5 --time_based --output-format=json >"$json" 2>"$WORK/fio.log" \
+        || die "fio failed (see $WORK/fio.log)"
+    rm -f "$WORK/fio.dat"
+    SYNC_P50=$(jq -r '.jobs[0].sync.lat_ns.percentile["50.000000"] / 1000' "$json")
+    SYNC_P99=$(jq -r '.jobs[0].sync.lat_ns.percentile["99.000000"] / 1000' "$json")
+    SYNC_RATE=$(jq -r '.jobs[0].sync.lat_ns.N / .jobs[0].job_runtime * 1000 | floor' "$json")
+    log "disk: fdatasync p50 $(ms "$SYNC_P50"), p99 $(ms "$SYNC_P99"), $SYNC_RATE syncs/s"
+}
+
 # --- PAM ---------------------------------------------------------------------------
 
 # Times PAM_LOGINS pamtester logins through SERVICE as USER with fresh HOTP codes
@@ -502,6 +523,9 @@ report() {
             "$PAM_LOCAL_MS ms in-process without it ($(ratio "$PAM_LOCAL_MS" "$PAM_OATH_MS")x);" \
             "pamtester with pam_permit alone: $PAM_PERMIT_MS ms."
         echo
+        echo "The disk (fio, 8 KiB written and fdatasync'd at a time, 5 s): fdatasync p50 $(ms "$SYNC_P50")," \
+            "p99 $(ms "$SYNC_P99"), $SYNC_RATE syncs/s. Each durable login waits for one."
+        echo
         echo "| target | result |"
         echo "|---|---|"
         for line in "${TARGETS[@]}"; do
@@ -524,6 +548,7 @@ WORK=$(mktemp -d /tmp/otpd-bench.XXXXXX)
 FR_PORT=$(free_port "$FR_PORT")
 OTPD_PORT=$(free_port "$OTPD_PORT" "$FR_PORT")
 log "work dir $WORK; FreeRADIUS on 127.0.0.1:$FR_PORT, otpd on 127.0.0.1:$OTPD_PORT"
+probe_disk
 
 setup_freeradius
 setup_otpd
@@ -613,7 +638,7 @@ target "HOTP accept ≥ 1.0× PAP accept ($(ratio "${RATE[c]}" "${RATE[a]}")×)"
 at_least "$(ratio "${RATE[d]}" "${RATE[a]}")" 1.0 && met=1 || met=0
 target "TOTP accept ≥ 1.0× PAP accept ($(ratio "${RATE[d]}" "${RATE[a]}")×)" "$met"
 at_least 2000 "${P99[h]}" && met=1 || met=0
-target "p99 ≤ 2 ms at half of peak ($(ms "${P99[h]}") at $half/s)" "$met"
+target "p99 ≤ 2 ms at half of peak ($(ms "${P99[h]}") at $half/s; the disk's own fdatasync p99: $(ms "$SYNC_P99"))" "$met"
 at_least "$(ratio "${RATE[e]}" "${RATE[b]}")" 1.0 && met=1 || met=0
 target "reject (no PIN) ≥ 1.0× PAP reject ($(ratio "${RATE[e]}" "${RATE[b]}")×)" "$met"
 at_least "$(ratio "${RATE[f]}" "${RATE[b]}")" 1.0 && met=1 || met=0
