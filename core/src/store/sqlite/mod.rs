@@ -1119,15 +1119,16 @@ impl TokenStore for SqliteStore {
     }
 
     fn read_tokens(&self, filter: &TokenFilter) -> Result<Vec<Token>, StoreError> {
-        // While this process's group is open, its writer holds the write
-        // lock: no other connection can change the database, so the writer
-        // reads the latest state (with the group's own changes, which
-        // commit or fail with it) from a page cache no commit empties, and
-        // without a read transaction's locks. Never waits for the group: a
-        // writer in it (this thread's own, too) sends the read to the pool.
+        // The writer reads from a page cache that its own commits do not
+        // empty (they do a reading connection's). While this process's
+        // group is open, the writer also holds the write lock, so it reads
+        // the latest state (with the group's own changes, which commit or
+        // fail with it) without a read transaction's locks; between groups
+        // the statement reads a snapshot of its own. Never waits for the
+        // group: a writer in it (this thread's own, too) sends the read to
+        // the pool.
         if let Ok(group) = self.group.try_lock()
-            && group.opened.is_some()
-            && group.conn.as_ref().is_some_and(|c| !c.is_autocommit())
+            && group.conn.is_some()
         {
             let within = SqliteTx { store: self, conn: TxConn::Write(Some(group)), open: false };
             return within.tokens(filter);
