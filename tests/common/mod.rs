@@ -181,13 +181,16 @@ pub fn mode(path: &Path) -> u32 {
 }
 
 /// The PAM module beside the `otpd` binary, built by cargo with the same
-/// profile when it is missing.
+/// profile when it is missing or older than that binary (`cargo test`
+/// relinks the binary after a change to the core, but not the module, which
+/// would then test the old core).
 pub fn pam_module() -> PathBuf {
     let profile_dir = Path::new(otpd_bin()).parent().unwrap();
     let module = profile_dir.join("libpam_otpd.so");
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     // After changing the module alone, run `cargo build -p pam_otpd` or the
-    // whole suite: an existing module is used as it is.
-    if module.exists() {
+    // whole suite: a module newer than the binary is used as it is.
+    if modified(&module).is_some_and(|built| Some(built) >= modified(Path::new(otpd_bin()))) {
         return module;
     }
     let mut cargo = Command::new(env!("CARGO"));

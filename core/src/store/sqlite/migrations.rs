@@ -73,6 +73,44 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX challenges_transaction ON challenges(transaction_id);
     CREATE INDEX challenges_serial ON challenges(serial);
     "#,
+    // 3: the audit trail and the challenges without AUTOINCREMENT. Their
+    // ids are the store's own (never shown; the audit is read newest
+    // first), and AUTOINCREMENT kept each table's high mark in a row of
+    // sqlite_sequence that every insert rewrote: a row every login wrote,
+    // which design.md rules out, and a tenth of the CPU of a login in
+    // `otpd serve`. Rows are only appended, so ids still increase.
+    r#"
+    CREATE TABLE audit_3 (
+        id      INTEGER PRIMARY KEY,
+        time    INTEGER NOT NULL,
+        actor   TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        front   TEXT NOT NULL,
+        serial  TEXT,
+        user    TEXT,
+        realm   TEXT,
+        client  TEXT,
+        success INTEGER NOT NULL,
+        message TEXT NOT NULL
+    );
+    INSERT INTO audit_3 (id, time, actor, action, front, serial, user, realm, client, success, message)
+        SELECT id, time, actor, action, front, serial, user, realm, client, success, message FROM audit;
+    DROP TABLE audit;
+    ALTER TABLE audit_3 RENAME TO audit;
+    CREATE TABLE challenges_3 (
+        id             INTEGER PRIMARY KEY,
+        transaction_id TEXT NOT NULL,
+        serial         TEXT NOT NULL,
+        created        INTEGER NOT NULL,
+        expires        INTEGER NOT NULL
+    );
+    INSERT INTO challenges_3 (id, transaction_id, serial, created, expires)
+        SELECT id, transaction_id, serial, created, expires FROM challenges;
+    DROP TABLE challenges;
+    ALTER TABLE challenges_3 RENAME TO challenges;
+    CREATE INDEX challenges_transaction ON challenges(transaction_id);
+    CREATE INDEX challenges_serial ON challenges(serial);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1493,6 +1493,67 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_store_keeps_its_audit_and_challenges_without_autoincrement() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpd.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(migrations::MIGRATIONS[0]).unwrap();
+            conn.execute_batch(migrations::MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            for (time, action) in [(10, "token_init"), (20, "validate_check"), (30, "token_delete")] {
+                conn.execute(
+                    "INSERT INTO audit (time, actor, action, front, success, message) VALUES (?1, 'root', ?2, 'cli', 1, '')",
+                    params![time, action],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO challenges (transaction_id, serial, created, expires) VALUES ('tx1', 'H1', 1, 2)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+        let mut tx = store.write().unwrap();
+        tx.append_audit(&AuditRecord {
+            time: Timestamp::from_second(40).unwrap(),
+            actor: "radius".into(),
+            action: "validate_check".into(),
+            front: "radius".into(),
+            serial: None,
+            user: Some("alice".into()),
+            realm: None,
+            client: None,
+            success: true,
+            message: "accepted".into(),
+        })
+        .unwrap();
+        tx.commit().unwrap();
+        let read = store.read().unwrap();
+        let times: Vec<i64> = read.audit(10).unwrap().iter().map(|a| a.time.as_second()).collect();
+        assert_eq!(times, [40, 30, 20, 10], "every row kept, the new one newest");
+        assert_eq!(read.challenges("tx1").unwrap().len(), 1);
+        drop(read);
+        let pooled = store.take().unwrap();
+        let conn = pooled.conn();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, migrations::latest());
+        let hot: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_sequence WHERE name IN ('audit', 'challenges')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(hot, 0, "no high-water row left for a login to rewrite");
+        let indexes: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'challenges' AND sql IS NOT NULL", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(indexes, 2);
+    }
+
+    #[test]
     fn writes_survive_reopening_with_either_durability() {
         for sync in [true, false] {
             let dir = tempfile::tempdir().unwrap();
