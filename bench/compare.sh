@@ -560,6 +560,11 @@ users=(--user-pattern 'user{n}' --users "$N")
 pin_users=(--user-pattern 'puser{n}' --users "$PIN_USERS")
 
 run a "FreeRADIUS PAP accept" accept "$FR_PORT" "$FR_PID" "${common[@]}" "${users[@]}" --password-fixed "$PAP_PASSWORD"
+# FreeRADIUS's tail at half its peak: the same measure as otpd's p99 target,
+# for what this machine's scheduling alone does to a tail.
+fr_half=$(awk -v r="${RATE[a]}" 'BEGIN { printf "%.0f", r / 2 }')
+run ah "FreeRADIUS PAP accept at half peak ($fr_half/s)" accept "$FR_PORT" "$FR_PID" "${common[@]}" "${users[@]}" \
+    --password-fixed "$PAP_PASSWORD" --rate "$fr_half"
 run b "FreeRADIUS PAP reject" reject "$FR_PORT" "$FR_PID" "${common[@]}" "${users[@]}" --password-fixed wrong-password
 kill "$FR_PID"
 wait "$FR_PID" 2>/dev/null || true
@@ -638,7 +643,7 @@ target "HOTP accept ≥ 1.0× PAP accept ($(ratio "${RATE[c]}" "${RATE[a]}")×)"
 at_least "$(ratio "${RATE[d]}" "${RATE[a]}")" 1.0 && met=1 || met=0
 target "TOTP accept ≥ 1.0× PAP accept ($(ratio "${RATE[d]}" "${RATE[a]}")×)" "$met"
 at_least 2000 "${P99[h]}" && met=1 || met=0
-target "p99 ≤ 2 ms at half of peak ($(ms "${P99[h]}") at $half/s; the disk's own fdatasync p99: $(ms "$SYNC_P99"))" "$met"
+target "p99 ≤ 2 ms at half of peak ($(ms "${P99[h]}") at $half/s; FreeRADIUS at half its peak: $(ms "${P99[ah]}"); the disk's own fdatasync p99: $(ms "$SYNC_P99"))" "$met"
 at_least "$(ratio "${RATE[e]}" "${RATE[b]}")" 1.0 && met=1 || met=0
 target "reject (no PIN) ≥ 1.0× PAP reject ($(ratio "${RATE[e]}" "${RATE[b]}")×)" "$met"
 at_least "$(ratio "${RATE[f]}" "${RATE[b]}")" 1.0 && met=1 || met=0
