@@ -439,26 +439,44 @@ probe_disk() {
 
 # --- PAM ---------------------------------------------------------------------------
 
-# Times PAM_LOGINS pamtester logins through SERVICE as USER with fresh HOTP codes
-# (counters FIRST..FIRST+PAM_LOGINS-1, FIRST 0 by default); sets PAM_MS (ms per
-# login) and counts failures.
+# Times PAM_LOGINS rounds of pamtester logins as USER, one login through each
+# SERVICE:FIRST:STRIDE a round, interleaved so that the machine's drift from
+# minute to minute falls on every service alike. Round R's login uses the HOTP
+# code of counter FIRST + (R-1) * STRIDE (two services sharing a token take
+# turns: 0:2 and 1:2). Sets PAM_MS[SERVICE] (ms per login) and counts failures.
+declare -A PAM_MS
 time_pam() {
-    local service=$1 user=$2 first=${3:-0} code start end failures=0
-    local codes
-    mapfile -t codes < <(oathtool --hotp -c "$first" -w "$((PAM_LOGINS - 1))" "$KEY")
-    [ "${#codes[@]}" -eq "$PAM_LOGINS" ] || die "oathtool gave ${#codes[@]} codes, not $PAM_LOGINS"
-    start=$(date +%s%N)
-    for code in "${codes[@]}"; do
-        # A here-string, not a pipe: pam_permit never reads the code, and with
-        # pipefail a writer killed by SIGPIPE would count as a failed login.
-        if ! pamtester "$service" "$user" authenticate <<<"$code" >/dev/null 2>>"$WORK/pam-$service.log"; then
-            failures=$((failures + 1))
-        fi
+    local user=$1 spec service first stride round code start end
+    shift
+    local -A codes total failures
+    for spec in "$@"; do
+        IFS=: read -r service first stride <<<"$spec"
+        codes[$service]=$(oathtool --hotp -c "$first" -w "$(((PAM_LOGINS - 1) * stride))" "$KEY" \
+            | awk -v s="$stride" '(NR - 1) % s == 0')
+        [ "$(wc -l <<<"${codes[$service]}")" -eq "$PAM_LOGINS" ] || die "oathtool gave too few codes"
+        total[$service]=0 failures[$service]=0
     done
-    end=$(date +%s%N)
-    PAM_MS=$(awk -v ns="$((end - start))" -v n="$PAM_LOGINS" 'BEGIN { printf "%.2f", ns / n / 1e6 }')
-    [ "$failures" -eq 0 ] || problem "PAM $service: $failures of $PAM_LOGINS logins failed (see $WORK/pam-$service.log)"
-    log "PAM $service: $PAM_MS ms per login, $failures failures"
+    for ((round = 1; round <= PAM_LOGINS; round++)); do
+        for spec in "$@"; do
+            service=${spec%%:*}
+            code=$(sed -n "${round}p" <<<"${codes[$service]}")
+            start=${EPOCHREALTIME/./}
+            # A here-string, not a pipe: pam_permit never reads the code, and with
+            # pipefail a writer killed by SIGPIPE would count as a failed login.
+            if ! pamtester "$service" "$user" authenticate <<<"$code" >/dev/null 2>>"$WORK/pam-$service.log"; then
+                failures[$service]=$((failures[$service] + 1))
+            fi
+            end=${EPOCHREALTIME/./}
+            total[$service]=$((total[$service] + end - start))
+        done
+    done
+    for spec in "$@"; do
+        service=${spec%%:*}
+        PAM_MS[$service]=$(awk -v us="${total[$service]}" -v n="$PAM_LOGINS" 'BEGIN { printf "%.2f", us / n / 1e3 }')
+        [ "${failures[$service]}" -eq 0 ] \
+            || problem "PAM $service: ${failures[$service]} of $PAM_LOGINS logins failed (see $WORK/pam-$service.log)"
+        log "PAM $service: ${PAM_MS[$service]} ms per login, ${failures[$service]} failures"
+    done
 }
 
 bench_pam() {
@@ -476,15 +494,13 @@ bench_pam() {
     echo "auth required $PAM_OTPD config=$local_conf realm=pam" >/etc/pam.d/otpd-bench-local
     # pamtester's own cost (process start, libpam, the conversation), for reference.
     echo "auth required pam_permit.so" >/etc/pam.d/otpd-bench-permit
-    time_pam otpd-bench-permit pamuser
-    PAM_PERMIT_MS=$PAM_MS
-    time_pam otpd-bench-oath pamuser
-    PAM_OATH_MS=$PAM_MS
-    time_pam otpd-bench-otpd pamuser
-    PAM_OTPD_MS=$PAM_MS
+    # otpd-bench-otpd and -local share the token: they take turns with its codes.
+    time_pam pamuser otpd-bench-permit:0:1 otpd-bench-oath:0:1 otpd-bench-otpd:0:2 otpd-bench-local:1:2
     grep -q 'pam: user=pamuser' "$WORK/otpd.log" || problem "pam_otpd did not ask the daemon (no PAM line in $WORK/otpd.log)"
-    time_pam otpd-bench-local pamuser "$PAM_LOGINS"
-    PAM_LOCAL_MS=$PAM_MS
+    PAM_PERMIT_MS=${PAM_MS[otpd-bench-permit]}
+    PAM_OATH_MS=${PAM_MS[otpd-bench-oath]}
+    PAM_OTPD_MS=${PAM_MS[otpd-bench-otpd]}
+    PAM_LOCAL_MS=${PAM_MS[otpd-bench-local]}
 }
 
 # --- the report ----------------------------------------------------------------------
@@ -518,7 +534,7 @@ report() {
                 "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" "${CPU[$name]}" "${TIMEOUT[$name]}" "$base"
         done
         echo
-        echo "PAM, $PAM_LOGINS pamtester logins each (HOTP, no PIN): pam_oath $PAM_OATH_MS ms per login," \
+        echo "PAM, $PAM_LOGINS pamtester logins each, interleaved one of each a round (HOTP, no PIN): pam_oath $PAM_OATH_MS ms per login," \
             "pam_otpd $PAM_OTPD_MS ms per login through the daemon's [pam] socket ($(ratio "$PAM_OTPD_MS" "$PAM_OATH_MS")x pam_oath)," \
             "$PAM_LOCAL_MS ms in-process without it ($(ratio "$PAM_LOCAL_MS" "$PAM_OATH_MS")x);" \
             "pamtester with pam_permit alone: $PAM_PERMIT_MS ms."
