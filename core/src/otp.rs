@@ -24,13 +24,11 @@ impl HashAlgorithm {
         }
     }
 
+    /// The name in any case (`sha1`, `SHA256`, ...).
     pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "sha1" => Some(HashAlgorithm::Sha1),
-            "sha256" => Some(HashAlgorithm::Sha256),
-            "sha512" => Some(HashAlgorithm::Sha512),
-            _ => None,
-        }
+        [HashAlgorithm::Sha1, HashAlgorithm::Sha256, HashAlgorithm::Sha512]
+            .into_iter()
+            .find(|hash| hash.name().eq_ignore_ascii_case(s))
     }
 
     /// Key length generated for new tokens: the hash's output size (RFC 4226
@@ -156,6 +154,16 @@ mod tests {
         ];
         for (counter, want) in expected.iter().enumerate() {
             assert_eq!(hotp(SHA1_KEY, counter as u64, 6, HashAlgorithm::Sha1), *want);
+        }
+    }
+
+    #[test]
+    fn hash_names_parse_in_any_case_and_nothing_else() {
+        assert_eq!(HashAlgorithm::parse("sha1"), Some(HashAlgorithm::Sha1));
+        assert_eq!(HashAlgorithm::parse("SHA256"), Some(HashAlgorithm::Sha256));
+        assert_eq!(HashAlgorithm::parse("Sha512"), Some(HashAlgorithm::Sha512));
+        for bad in ["", "sha", "md5", "sha1 ", "sha-256"] {
+            assert_eq!(HashAlgorithm::parse(bad), None, "{bad:?}");
         }
     }
 

@@ -648,17 +648,19 @@ fn to_i64(v: u64) -> i64 {
 /// otpd never writes (a damaged or hand-edited database).
 fn token_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Token, String>> {
     let serial: String = row.get(1)?;
-    let type_name: String = row.get(2)?;
-    let Some(token_type) = TokenType::parse(&type_name) else {
+    // The names are only compared: read in place, not copied out.
+    let text = |i: usize| row.get_ref(i).and_then(|v| v.as_str().map_err(rusqlite::Error::from));
+    let type_name = text(2)?;
+    let Some(token_type) = TokenType::parse(type_name) else {
         return Ok(Err(format!("token {serial} has unknown type '{type_name}'")));
     };
-    let hash_name: String = row.get(5)?;
-    let Some(hash) = HashAlgorithm::parse(&hash_name) else {
+    let hash_name = text(5)?;
+    let Some(hash) = HashAlgorithm::parse(hash_name) else {
         return Ok(Err(format!("token {serial} has unknown hash '{hash_name}'")));
     };
-    let pin_kind: String = row.get(18)?;
+    let pin_kind = text(18)?;
     let pin_blob: Option<Vec<u8>> = row.get(19)?;
-    let pin = match (pin_kind.as_str(), pin_blob) {
+    let pin = match (pin_kind, pin_blob) {
         ("empty", _) => StoredPin::Empty,
         ("hash", Some(b)) => match String::from_utf8(b) {
             Ok(s) => StoredPin::Hash(s),
@@ -834,16 +836,30 @@ impl StoreRead for SqliteTx<'_> {
         // Sorted here, not by `ORDER BY t.id`: with that clause SQLite
         // prepares the statement anew after every commit of another
         // connection, which cost more than the rest of a login.
-        let rows = self
-            .conn()
+        // Room for one token to start with: a user has one or two, and the
+        // four that `collect` would reserve make a block too big for
+        // malloc's per-thread cache (a login's costliest allocation).
+        let mut tokens = Vec::with_capacity(1);
+        let mut corrupt = None;
+        self.conn()
             .prepare_cached(sql)
             .and_then(|mut s| {
-                s.query_map(params_from_iter(args.iter()), token_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
+                let mut rows = s.query(params_from_iter(args.iter()))?;
+                while let Some(row) = rows.next()? {
+                    match token_from_row(row)? {
+                        Ok(token) => tokens.push(token),
+                        Err(message) => {
+                            corrupt = Some(message);
+                            break;
+                        }
+                    }
+                }
+                Ok(())
             })
             .map_err(|e| self.err(e))?;
-        let mut tokens =
-            rows.into_iter().map(|r| r.map_err(|m| self.corrupt(m))).collect::<Result<Vec<_>, _>>()?;
+        if let Some(message) = corrupt {
+            return Err(self.corrupt(message));
+        }
         tokens.sort_by_key(|t| t.id);
         Ok(tokens)
     }
