@@ -241,7 +241,7 @@ fn radtest_accept_reject_and_replay() {
     replay.expect("Access-Reject");
     let message = replay.attr("Reply-Message").unwrap_or_default();
     assert!(message.starts_with("wrong otp value"), "replay: {}", replay.text);
-    assert!(server.log().contains("result=reject"), "no reject decision logged");
+    assert!(server.wait_for("result=reject", Duration::from_secs(2)), "no reject decision logged");
 }
 
 /// A wrong shared secret makes a bad Message-Authenticator: dropped.
@@ -406,6 +406,7 @@ fn two_listen_addresses_each_answer_from_their_own() {
         let again = exchange(&socket, addr, &request).expect("the retransmission answered");
         assert_eq!(again, reply, "a retransmission gets the cached reply");
     }
+    assert!(server.wait_for_count("result=accept", 2, Duration::from_secs(2)), "{}", server.log());
     assert!(server.log().matches("result=accept").count() == 2, "two logins, no more:\n{}", server.log());
 }
 

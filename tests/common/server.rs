@@ -97,16 +97,23 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
-    /// Waits up to `timeout` for `needle` in the log.
+    /// Waits up to `timeout` for `needle` in the log. (The log reaches the
+    /// test through a pipe and a reader thread: a test that has its reply
+    /// waits for the line rather than expect it already there.)
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_for_count(needle, 1, timeout)
+    }
+
+    /// Waits up to `timeout` for `count` lines or more with `needle`.
+    pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.log().contains(needle) {
+            if self.log().matches(needle).count() >= count {
                 return true;
             }
             thread::sleep(Duration::from_millis(20));
         }
-        self.log().contains(needle)
+        self.log().matches(needle).count() >= count
     }
 
     /// `host:port` of the first listen address, as radclient takes it.
