@@ -136,6 +136,39 @@ pub trait StoreWrite: StoreRead {
 /// What `StoreWrite::commit_then` calls when the commit has settled.
 pub type CommitDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
+/// Runs a batch of `CommitDone` callbacks (`batch`) on the thread that
+/// calls them back: the front's chance to do once per batch what each
+/// callback would do alone (the daemon writes a group's log lines with
+/// one `write`). It must call `batch` exactly once.
+pub type CallbackBatch = fn(batch: &mut dyn FnMut());
+
+static CALLBACK_BATCH: std::sync::OnceLock<CallbackBatch> = std::sync::OnceLock::new();
+
+/// Sets how every store of this process runs its batches of callbacks
+/// (once per process, like the logger it serves): `false` if it was set.
+pub fn wrap_callback_batches(wrapper: CallbackBatch) -> bool {
+    CALLBACK_BATCH.set(wrapper).is_ok()
+}
+
+/// Calls back a batch of members, through the wrapper when there is one.
+fn call_back(members: Vec<(CommitDone, Result<(), StoreError>)>) {
+    if members.is_empty() {
+        return;
+    }
+    let mut members = Some(members);
+    let mut batch = || {
+        for (done, result) in members.take().into_iter().flatten() {
+            // A callback that panics ends its own reply, not this thread
+            // (members waiting would wait for it forever).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result)));
+        }
+    };
+    match CALLBACK_BATCH.get() {
+        Some(wrapper) => wrapper(&mut batch),
+        None => batch(),
+    }
+}
+
 pub trait TokenStore: Send + Sync + std::fmt::Debug {
     fn read(&self) -> Result<Box<dyn StoreRead + '_>, StoreError>;
     /// A write transaction that holds the write lock from its start, so that

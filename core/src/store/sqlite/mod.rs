@@ -41,7 +41,9 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params, params_from_iter};
 
 use self::walsync::WalSync;
-use super::{AuditRecord, Challenge, CommitDone, StoreError, StoreRead, StoreWrite, TokenFilter, TokenStore};
+use super::{
+    AuditRecord, Challenge, CommitDone, StoreError, StoreRead, StoreWrite, TokenFilter, TokenStore, call_back,
+};
 use crate::otp::HashAlgorithm;
 use crate::token::{Consume, Owner, StoredPin, Token, TokenType};
 
@@ -408,15 +410,17 @@ impl SqliteStore {
         drop(group);
         let walsync = self.walsync.get();
         let mut committed = Vec::new();
+        let mut now = Vec::new();
         for (epoch, done, result) in results {
             match (result, walsync) {
                 (Ok(()), Some(_)) => committed.push((epoch, done)),
-                (result, _) => done(result),
+                (result, _) => now.push((done, result)),
             }
         }
         if let Some(walsync) = walsync {
             walsync.hand(committed);
         }
+        call_back(now);
     }
 
     /// How the settled group `epoch` ended.
@@ -1449,6 +1453,58 @@ mod tests {
         assert_eq!(called(&last), Some(Ok(())));
         assert!(early.iter().all(|s| called(s) == Some(Ok(()))));
         assert_eq!(serials(&self::store(&dir)).len(), GROUP_EARLY_MEMBERS + 1);
+    }
+
+    #[test]
+    fn a_group_s_members_are_called_back_in_one_batch_of_the_front_s_wrapper() {
+        use std::sync::atomic::AtomicU64;
+        static BATCHES: AtomicU64 = AtomicU64::new(1);
+        thread_local! {
+            /// The batch running on this thread (0: none).
+            static RUNNING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        }
+        fn wrapper(batch: &mut dyn FnMut()) {
+            RUNNING.set(BATCHES.fetch_add(1, Ordering::SeqCst));
+            batch();
+            RUNNING.set(0);
+        }
+        // Process-wide; the other tests' callbacks pass through it unchanged.
+        crate::store::wrap_callback_batches(wrapper);
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let member = |serial: &str| {
+            let mut tx = store.write().unwrap();
+            tx.insert_token(&sample_token(TokenType::Hotp, serial)).unwrap();
+            let seen = Arc::clone(&seen);
+            tx.commit_then(Box::new(move |r| seen.lock().unwrap().push((r.is_ok(), RUNNING.get()))));
+        };
+        let batches = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while seen.lock().unwrap().len() < n && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(1));
+            }
+            let seen = seen.lock().unwrap();
+            assert!(
+                seen.iter().all(|(ok, batch)| *ok && *batch != 0),
+                "every callback inside a batch: {seen:?}"
+            );
+            seen.iter().map(|(_, batch)| *batch).collect::<std::collections::BTreeSet<_>>().len()
+        };
+        // The first commit syncs on this thread (it starts the sync thread).
+        member("FIRST");
+        store.flush();
+        assert_eq!(batches(1), 1);
+        // A group of five, synced and called back by the sync thread. (A
+        // machine too slow to fill it within `GROUP_MAX_AGE` commits it in
+        // parts; then only the first assertion holds.)
+        let before = store.group.lock().unwrap().epoch;
+        (0..5).for_each(|i| member(&format!("G{i}")));
+        store.flush();
+        let batches = batches(6);
+        if store.group.lock().unwrap().epoch == before + 1 {
+            assert_eq!(batches, 2, "the group's five members in one batch");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::super::{CommitDone, StoreError};
+use super::super::{CommitDone, StoreError, call_back};
 
 pub(super) struct WalSync {
     shared: Arc<Shared>,
@@ -172,15 +172,12 @@ impl Shared {
             if state.committed > state.synced {
                 state = self.sync(state);
             }
-            let calls: Vec<_> =
-                pending.into_iter().map(|(epoch, done)| (done, state.result(epoch))).collect();
+            let calls: Vec<_> = pending
+                .into_iter()
+                .map(|(epoch, done)| (done, state.result(epoch).map_err(|message| self.error(message))))
+                .collect();
             drop(state);
-            for (done, result) in calls {
-                let result = result.map_err(|message| self.error(message));
-                // A callback that panics ends its own reply, not this thread
-                // (waiting members would wait for it forever).
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result)));
-            }
+            call_back(calls);
         }
     }
 }
