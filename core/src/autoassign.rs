@@ -88,9 +88,7 @@ impl Otpd {
         }
         // Still unassigned, and the OTP still unused: another request may
         // have taken it since the candidates were read.
-        if tx.token(&token.serial)?.is_none_or(|t| t.owner.is_some())
-            || !tx.consume(&token.serial, &consume)?
-        {
+        if tx.token(&token.serial)?.is_none_or(|t| t.owner.is_some()) || !tx.consume(token.id, &consume)? {
             return Ok(None);
         }
         let Some(mut fresh) = tx.token(&token.serial)? else { return Ok(None) };

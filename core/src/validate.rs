@@ -302,7 +302,7 @@ impl Otpd {
             if let Some(stamp) = token.failcounter_exceeded
                 && token.failcount_clears_at(now, self.config.failcounter_clear_timeout)
             {
-                cleared.push((token.serial.clone(), stamp));
+                cleared.push((token.id, stamp));
                 token.failcount = 0;
                 token.failcounter_exceeded = None;
             }
@@ -565,7 +565,7 @@ struct Decision<'a> {
     reset_all: bool,
     /// Tokens whose failcounter the clear timeout clears, with the
     /// `failcounter_exceeded` stamp they were read with.
-    cleared: &'a [(String, Timestamp)],
+    cleared: &'a [(i64, Timestamp)],
 }
 
 /// A new transaction id: 20 random digits (privacyIDEA's format).
@@ -579,10 +579,10 @@ impl Decision<'_> {
     /// challenge-response, challenge-request, pin-matching, invalid, skipped wins.
     fn decide(&self, tx: &mut dyn StoreWrite, tokens: &[Token], verdicts: &[Verdict]) -> Result<Outcome> {
         let now = self.now;
-        for (serial, exceeded) in self.cleared {
+        for (id, exceeded) in self.cleared {
             // False when another request cleared it first: then that one's
             // failure (if any) counts, and so will this one's.
-            tx.clear_failcount_exceeded(serial, *exceeded)?;
+            tx.clear_failcount_exceeded(*id, *exceeded)?;
         }
         let mut accepted: Vec<&Token> = Vec::new();
         let mut responses: Vec<(&Token, Option<Consume>)> = Vec::new();
@@ -596,7 +596,7 @@ impl Decision<'_> {
                 // OTP (or locked/disabled the token) since we read it: then the
                 // OTP is, for this request, a replay.
                 Verdict::Valid(consume) => {
-                    if tx.consume(&token.serial, consume)? {
+                    if tx.consume(token.id, consume)? {
                         accepted.push(token);
                     } else {
                         pin_matching.push((token, true));
@@ -616,7 +616,7 @@ impl Decision<'_> {
         if !accepted.is_empty() {
             if self.reset_all {
                 for token in tokens {
-                    tx.reset_failcount(&token.serial)?;
+                    tx.reset_failcount(token.id)?;
                 }
             }
             let single = (accepted.len() == 1).then(|| accepted[0]);
@@ -634,7 +634,7 @@ impl Decision<'_> {
         }
         if !pin_matching.is_empty() {
             for (token, _) in &pin_matching {
-                tx.record_failure(&token.serial, now)?;
+                tx.record_failure(token.id, now)?;
             }
             let (serial, message) = match pin_matching.as_slice() {
                 [(token, true)] => (Some(token.serial.clone()), "wrong otp value. previous otp used again"),
@@ -646,7 +646,7 @@ impl Decision<'_> {
         if !invalid.is_empty() {
             // privacyIDEA's IncFailCountOnFalsePin (default on).
             for token in &invalid {
-                tx.record_failure(&token.serial, now)?;
+                tx.record_failure(token.id, now)?;
             }
             return Ok(Outcome::reject("wrong otp pin", None));
         }
@@ -670,7 +670,7 @@ impl Decision<'_> {
             if tx.delete_challenges(state)? == 0 {
                 break;
             }
-            if tx.consume(&token.serial, consume)? {
+            if tx.consume(token.id, consume)? {
                 return Ok(Outcome::Accept {
                     message: "Found matching challenge".into(),
                     serial: Some(token.serial.clone()),
@@ -679,7 +679,7 @@ impl Decision<'_> {
             }
         }
         for (token, _) in responses {
-            tx.record_failure(&token.serial, self.now)?;
+            tx.record_failure(token.id, self.now)?;
             tx.delete_expired_challenges(Some(&token.serial), self.now)?;
         }
         Ok(match responses {
@@ -884,13 +884,14 @@ mod tests {
     #[test]
     fn clear_timeout_clears_once_when_requests_race() {
         let f = locked_out(5);
-        let stamp = token(&f, "H1").failcounter_exceeded.unwrap();
+        let read = token(&f, "H1");
+        let stamp = read.failcounter_exceeded.unwrap();
         let mut tx = f.otpd.store.write().unwrap();
-        assert!(tx.clear_failcount_exceeded("H1", stamp).unwrap());
-        tx.record_failure("H1", stamp).unwrap();
+        assert!(tx.clear_failcount_exceeded(read.id, stamp).unwrap());
+        tx.record_failure(read.id, stamp).unwrap();
         // A second request read the same locked-out row: its clear finds
         // the failcounter no longer at maxfail and changes nothing.
-        assert!(!tx.clear_failcount_exceeded("H1", stamp).unwrap());
+        assert!(!tx.clear_failcount_exceeded(read.id, stamp).unwrap());
         tx.commit().unwrap();
         assert_eq!(token(&f, "H1").failcount, 1);
     }

@@ -97,20 +97,26 @@ pub trait StoreWrite: StoreRead {
     /// Writes every field of an existing token (admin operations).
     fn update_token(&mut self, token: &Token) -> Result<(), StoreError>;
     fn delete_token(&mut self, serial: &str) -> Result<bool, StoreError>;
+    // A login's writes name the token row it read by its id (`Token::id`),
+    // not by serial: ids are never reused, so a token deleted and enrolled
+    // again under the same serial since the read is left alone (an OTP
+    // checked against the old secret never consumes the new token). It is
+    // also the row's own key: one index lookup less per login.
+
     /// The one-time-use compare-and-set: stores the new counter state, resets
     /// the failcounter and counts a successful authentication, but only if the
     /// token is still active, not locked out and its stored count is at most
     /// `consume.max_stored`. Returns whether the token was updated.
-    fn consume(&mut self, serial: &str, consume: &Consume) -> Result<bool, StoreError>;
+    fn consume(&mut self, id: i64, consume: &Consume) -> Result<bool, StoreError>;
     /// A failed attempt: counts it, and raises the failcounter unless it is
     /// at maxfail already (stamping `failcounter_exceeded` when it gets there).
-    fn record_failure(&mut self, serial: &str, now: Timestamp) -> Result<(), StoreError>;
+    fn record_failure(&mut self, id: i64, now: Timestamp) -> Result<(), StoreError>;
     /// Sets the failcounter to 0 (and forgets when it reached maxfail).
-    fn reset_failcount(&mut self, serial: &str) -> Result<(), StoreError>;
+    fn reset_failcount(&mut self, id: i64) -> Result<(), StoreError>;
     /// The failcounter clear timeout: sets the failcounter to 0 only if it is
     /// still at maxfail with the `failcounter_exceeded` stamp `exceeded` read
     /// before; false when another request cleared or changed it first.
-    fn clear_failcount_exceeded(&mut self, serial: &str, exceeded: Timestamp) -> Result<bool, StoreError>;
+    fn clear_failcount_exceeded(&mut self, id: i64, exceeded: Timestamp) -> Result<bool, StoreError>;
     fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     fn insert_challenge(&mut self, challenge: &Challenge) -> Result<(), StoreError>;

@@ -988,51 +988,49 @@ impl StoreWrite for SqliteTx<'_> {
             .map_err(|e| self.err(e))
     }
 
-    fn consume(&mut self, serial: &str, c: &Consume) -> Result<bool, StoreError> {
+    fn consume(&mut self, id: i64, c: &Consume) -> Result<bool, StoreError> {
         self.conn()
             .prepare_cached(
                 "UPDATE tokens SET count = ?2, time_shift = coalesce(?3, time_shift), \
                  failcount = 0, failcounter_exceeded = NULL, count_auth = count_auth + 1, \
                  count_auth_success = count_auth_success + 1 \
-                 WHERE serial = ?1 AND count <= ?4 AND active = 1 AND revoked = 0 \
+                 WHERE id = ?1 AND count <= ?4 AND active = 1 AND revoked = 0 \
                  AND failcount < maxfail",
             )
-            .and_then(|mut s| {
-                s.execute(params![serial, to_i64(c.new_count), c.time_shift, to_i64(c.max_stored)])
-            })
+            .and_then(|mut s| s.execute(params![id, to_i64(c.new_count), c.time_shift, to_i64(c.max_stored)]))
             .map(|n| n == 1)
             .map_err(|e| self.err(e))
     }
 
-    fn record_failure(&mut self, serial: &str, now: Timestamp) -> Result<(), StoreError> {
+    fn record_failure(&mut self, id: i64, now: Timestamp) -> Result<(), StoreError> {
         // SQLite evaluates every SET expression against the old row.
         self.conn()
             .prepare_cached(
                 "UPDATE tokens SET count_auth = count_auth + 1, \
                  failcount = CASE WHEN failcount < maxfail THEN failcount + 1 ELSE failcount END, \
                  failcounter_exceeded = CASE WHEN failcount < maxfail AND failcount + 1 >= maxfail \
-                 THEN ?2 ELSE failcounter_exceeded END WHERE serial = ?1",
+                 THEN ?2 ELSE failcounter_exceeded END WHERE id = ?1",
             )
-            .and_then(|mut s| s.execute(params![serial, now.as_second()]))
+            .and_then(|mut s| s.execute(params![id, now.as_second()]))
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
 
-    fn reset_failcount(&mut self, serial: &str) -> Result<(), StoreError> {
+    fn reset_failcount(&mut self, id: i64) -> Result<(), StoreError> {
         self.conn()
-            .prepare_cached("UPDATE tokens SET failcount = 0, failcounter_exceeded = NULL WHERE serial = ?1")
-            .and_then(|mut s| s.execute([serial]))
+            .prepare_cached("UPDATE tokens SET failcount = 0, failcounter_exceeded = NULL WHERE id = ?1")
+            .and_then(|mut s| s.execute([id]))
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
 
-    fn clear_failcount_exceeded(&mut self, serial: &str, exceeded: Timestamp) -> Result<bool, StoreError> {
+    fn clear_failcount_exceeded(&mut self, id: i64, exceeded: Timestamp) -> Result<bool, StoreError> {
         self.conn()
             .prepare_cached(
                 "UPDATE tokens SET failcount = 0, failcounter_exceeded = NULL \
-                 WHERE serial = ?1 AND failcount = maxfail AND failcounter_exceeded = ?2",
+                 WHERE id = ?1 AND failcount = maxfail AND failcounter_exceeded = ?2",
             )
-            .and_then(|mut s| s.execute(params![serial, exceeded.as_second()]))
+            .and_then(|mut s| s.execute(params![id, exceeded.as_second()]))
             .map(|n| n == 1)
             .map_err(|e| self.err(e))
     }
@@ -1550,10 +1548,32 @@ mod tests {
     }
 
     #[test]
+    fn a_login_s_writes_never_reach_a_token_enrolled_again_under_its_serial() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        insert(&store, "H1").unwrap();
+        let read = store.read().unwrap().token("H1").unwrap().unwrap();
+        // Deleted and enrolled again (a new secret) after the login read it.
+        let mut tx = store.write().unwrap();
+        assert!(tx.delete_token("H1").unwrap());
+        tx.insert_token(&sample_token(TokenType::Hotp, "H1")).unwrap();
+        tx.commit().unwrap();
+        let mut tx = store.write().unwrap();
+        let c = Consume { new_count: 1, max_stored: 0, time_shift: None };
+        assert!(!tx.consume(read.id, &c).unwrap(), "an OTP of the old token consumes nothing");
+        tx.record_failure(read.id, Timestamp::now()).unwrap();
+        tx.commit().unwrap();
+        let now = store.read().unwrap().token("H1").unwrap().unwrap();
+        assert_ne!(now.id, read.id);
+        assert_eq!((now.count, now.failcount, now.count_auth), (0, 0, 0), "the new token is untouched");
+    }
+
+    #[test]
     fn racing_consumes_of_one_counter_succeed_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(store(&dir));
         insert(&store, "H1").unwrap();
+        let id = store.read().unwrap().token("H1").unwrap().unwrap().id;
         for round in 0..20u64 {
             let threads: Vec<_> = (0..6)
                 .map(|_| {
@@ -1561,7 +1581,7 @@ mod tests {
                     thread::spawn(move || {
                         let mut tx = store.write().unwrap();
                         let c = Consume { new_count: round + 1, max_stored: round, time_shift: None };
-                        let won = tx.consume("H1", &c).unwrap();
+                        let won = tx.consume(id, &c).unwrap();
                         tx.commit().unwrap();
                         won
                     })
