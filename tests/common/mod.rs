@@ -181,37 +181,35 @@ pub fn mode(path: &Path) -> u32 {
 }
 
 /// The PAM module beside the `otpd` binary, built by cargo with the same
-/// profile when it is missing or older than that binary (`cargo test`
-/// relinks the binary after a change to the core, but not the module, which
-/// would then test the old core).
+/// profile once per test binary (`cargo test` compiles the module's crate
+/// only as a test harness, so after a change to the core the module file
+/// would test the old core). Only the module's own package is built: a
+/// wider selection would link the `otpd` binary again (cargo re-links even
+/// an output that is up to date), which another test of this binary may be
+/// starting at that moment. Callers meanwhile wait for the build.
 pub fn pam_module() -> PathBuf {
-    let profile_dir = Path::new(otpd_bin()).parent().unwrap();
-    let module = profile_dir.join("libpam_otpd.so");
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    // After changing the module alone, run `cargo build -p pam_otpd` or the
-    // whole suite: a module newer than the binary is used as it is.
-    if modified(&module).is_some_and(|built| Some(built) >= modified(Path::new(otpd_bin()))) {
-        return module;
-    }
-    let mut cargo = Command::new(env!("CARGO"));
-    // The same selection as `cargo test --workspace` (dev-dependencies
-    // included), so that cargo reuses what the test run compiled instead of
-    // rebuilding the dependencies with other features.
-    cargo
-        .args(["build", "--quiet", "--workspace", "--lib", "--tests", "--target-dir"])
-        .arg(profile_dir.parent().unwrap());
-    match profile_dir.file_name().unwrap().to_str().unwrap() {
-        "debug" => {}
-        "release" => {
-            cargo.arg("--release");
-        }
-        other => {
-            cargo.args(["--profile", other]);
-        }
-    }
-    let status = cargo.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cannot run cargo");
-    assert!(status.success(), "cargo build -p pam_otpd failed");
-    profile_dir.join("libpam_otpd.so")
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let profile_dir = Path::new(otpd_bin()).parent().unwrap();
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo
+                .args(["build", "--quiet", "-p", "pam_otpd", "--lib", "--target-dir"])
+                .arg(profile_dir.parent().unwrap());
+            match profile_dir.file_name().unwrap().to_str().unwrap() {
+                "debug" => {}
+                "release" => {
+                    cargo.arg("--release");
+                }
+                other => {
+                    cargo.args(["--profile", other]);
+                }
+            }
+            let status = cargo.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cannot run cargo");
+            assert!(status.success(), "cargo build -p pam_otpd failed");
+            profile_dir.join("libpam_otpd.so")
+        })
+        .clone()
 }
 
 /// The audit table, one line a row (`actor|action|serial|user|success|message`).
