@@ -86,12 +86,13 @@ impl Otpd {
             Err(Error::PolicyLimit(message)) => return Ok(Some(Outcome::Reject { message, serial: None })),
             Err(e) => return Err(e),
         }
-        // Still unassigned, and the OTP still unused: another request may
-        // have taken it since the candidates were read.
-        if tx.token(&token.serial)?.is_none_or(|t| t.owner.is_some()) || !tx.consume(token.id, &consume)? {
+        // The OTP still unused and the token still unassigned: another
+        // request may have taken either since the candidates were read.
+        // Returning without a commit rolls the consumption back.
+        if !tx.consume(token.id, &consume)? {
             return Ok(None);
         }
-        let Some(mut fresh) = tx.token(&token.serial)? else { return Ok(None) };
+        let Some(mut fresh) = tx.token(&token.serial)?.filter(|t| t.owner.is_none()) else { return Ok(None) };
         fresh.owner = Some(crate::admin::owner_of(user));
         if !fresh.realms.contains(&user.realm) {
             fresh.realms.push(user.realm.clone());
