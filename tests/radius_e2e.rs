@@ -244,6 +244,38 @@ fn radtest_accept_reject_and_replay() {
     assert!(server.wait_for("result=reject", Duration::from_secs(2)), "no reject decision logged");
 }
 
+/// The daemon answers from tokens it read before (a cache); every change
+/// another process commits (the CLI here) counts from the next request on.
+#[test]
+fn the_cli_s_changes_count_at_the_running_daemon_s_next_login() {
+    let (env, server) = setup(&[localhost()], "");
+    let code = |n| format!("1234{}", oath_hotp(RFC_KEY, n, 6));
+    radtest(&server, "alice", &code(0), SECRET).expect("Access-Accept");
+
+    env.ok(&["token", "disable", "H1"]);
+    let disabled = radtest(&server, "alice", &code(1), SECRET);
+    disabled.expect("Access-Reject");
+    assert_eq!(disabled.attr("Reply-Message").as_deref(), Some("Token is disabled"), "{}", disabled.text);
+    env.ok(&["token", "enable", "H1"]);
+    radtest(&server, "alice", &code(1), SECRET).expect("Access-Accept");
+
+    // Another process consumes the next code: the daemon refuses it.
+    assert_eq!(env.check("alice", &code(2)).0, 0);
+    radtest(&server, "alice", &code(2), SECRET).expect("Access-Reject");
+
+    env.ok(&["token", "set", "H1", "--pin", "5678"]);
+    let old_pin = radtest(&server, "alice", &code(3), SECRET);
+    old_pin.expect("Access-Reject");
+    assert_eq!(old_pin.attr("Reply-Message").as_deref(), Some("wrong otp pin"), "{}", old_pin.text);
+    radtest(&server, "alice", &format!("5678{}", oath_hotp(RFC_KEY, 3, 6)), SECRET).expect("Access-Accept");
+
+    env.ok(&["token", "delete", "H1"]);
+    let deleted = radtest(&server, "alice", &format!("5678{}", oath_hotp(RFC_KEY, 4, 6)), SECRET);
+    deleted.expect("Access-Reject");
+    let message = deleted.attr("Reply-Message").unwrap_or_default();
+    assert!(message.contains("no token"), "a deleted token: {}", deleted.text);
+}
+
 /// A wrong shared secret makes a bad Message-Authenticator: dropped.
 #[test]
 fn wrong_secret_is_dropped() {

@@ -24,8 +24,12 @@
 //! nothing to do: otherwise, under load, every login in flight would end
 //! up in one group, and the thread answering them would wait for its sync
 //! instead of filling the next group meanwhile.
+//!
+//! A login's read of its user's tokens is answered from `token_cache`
+//! while no other connection has committed since the cache was filled.
 
 mod migrations;
+mod token_cache;
 mod walsync;
 
 use std::fs::OpenOptions;
@@ -40,6 +44,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params, params_from_iter};
 
+use self::token_cache::TokenCache;
 use self::walsync::WalSync;
 use super::{
     AuditRecord, Challenge, CommitDone, StoreError, StoreRead, StoreWrite, TokenFilter, TokenStore, call_back,
@@ -142,6 +147,8 @@ struct Group {
     deferred: Deferred,
     /// Members waiting on `settled` (the only ones a notify wakes).
     waiting: usize,
+    /// Tokens as the writer connection last saw them (see `token_cache`).
+    cache: TokenCache,
 }
 
 #[derive(Default)]
@@ -264,6 +271,7 @@ impl SqliteStore {
         let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
         self.queued.fetch_sub(1, Ordering::SeqCst);
         if group.conn.is_none() {
+            group.cache.clear();
             group.conn = Some(self.writer_connection()?);
         }
         if group.opened.is_some() && group.conn().is_autocommit() {
@@ -279,6 +287,11 @@ impl SqliteStore {
         if group.opened.is_none() {
             run(group.conn(), "BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
             group.opened = Some(Instant::now());
+            // No other connection can commit until the group ends.
+            match data_version(group.conn()) {
+                Ok(version) => group.cache.validate(version),
+                Err(_) => group.cache.clear(),
+            }
         }
         if let Err(e) = run(group.conn(), "SAVEPOINT member") {
             let e = self.err(e);
@@ -441,6 +454,7 @@ impl SqliteStore {
         {
             group.conn = None;
         }
+        group.cache.clear();
         let epoch = group.epoch;
         group.failed.push((epoch, format!("the commit failed: {error}")));
         if group.failed.len() > 64 {
@@ -566,6 +580,8 @@ impl Drop for SqliteTx<'_> {
             }
             TxConn::Write(group) => {
                 let Some(mut group) = group.take() else { return };
+                // The member's writes may have reached the cache.
+                group.cache.clear();
                 let undone = group.conn.as_ref().is_some_and(|c| {
                     !c.is_autocommit()
                         && run(c, "ROLLBACK TO member").is_ok()
@@ -622,6 +638,45 @@ impl<'a> SqliteTx<'a> {
 
     fn corrupt(&self, message: String) -> StoreError {
         StoreError::Corrupt { path: self.store.display.clone(), message }
+    }
+
+    /// The token cache, when this is a member (it holds the writer).
+    fn cache(&mut self) -> Option<&mut TokenCache> {
+        match &mut self.conn {
+            TxConn::Write(Some(group)) => Some(&mut group.cache),
+            _ => None,
+        }
+    }
+
+    /// A write to tokens other than a login's counter updates: the cache
+    /// is emptied rather than kept in step with it (these are rare).
+    fn forget_cached_tokens(&mut self) {
+        if let Some(cache) = self.cache() {
+            cache.clear();
+        }
+    }
+
+    /// Runs one of a login's counter updates of token `id`: whether it
+    /// changed the row. If it did, `apply` makes the same change to the
+    /// cached token (an `UPDATE ... RETURNING` would cost SQLite a
+    /// temporary table per statement, more than the read it saves).
+    fn write_counters(
+        &mut self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        id: i64,
+        apply: impl FnOnce(&mut Token),
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute(params))
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))?;
+        if changed && let Some(cache) = self.cache() {
+            cache.update(id, apply);
+        }
+        Ok(changed)
     }
 
     fn write_realms(&self, id: i64, realms: &[String]) -> Result<(), StoreError> {
@@ -720,6 +775,18 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Token, String>> {
         created: time(27)?.unwrap_or(Timestamp::UNIX_EPOCH),
         assigned: time(28)?,
     }))
+}
+
+/// What `reset_failcount` and `clear_failcount_exceeded` write.
+fn clear_failcount(t: &mut Token) {
+    t.failcount = 0;
+    t.failcounter_exceeded = None;
+}
+
+/// The writer connection's count of commits by other connections (see
+/// `token_cache`).
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
 }
 
 fn pin_columns(pin: &StoredPin) -> (&'static str, Option<Vec<u8>>) {
@@ -933,6 +1000,7 @@ impl StoreRead for SqliteTx<'_> {
 
 impl StoreWrite for SqliteTx<'_> {
     fn insert_token(&mut self, t: &Token) -> Result<i64, StoreError> {
+        self.forget_cached_tokens();
         static SQL: OnceLock<String> = OnceLock::new();
         let sql = SQL.get_or_init(|| {
             let columns = MUTABLE_COLUMNS.join(", ");
@@ -961,6 +1029,7 @@ impl StoreWrite for SqliteTx<'_> {
     }
 
     fn update_token(&mut self, t: &Token) -> Result<(), StoreError> {
+        self.forget_cached_tokens();
         static SQL: OnceLock<String> = OnceLock::new();
         let sql = SQL.get_or_init(|| {
             let sets: Vec<String> =
@@ -977,6 +1046,7 @@ impl StoreWrite for SqliteTx<'_> {
     }
 
     fn delete_token(&mut self, serial: &str) -> Result<bool, StoreError> {
+        self.forget_cached_tokens();
         self.conn()
             .prepare_cached("DELETE FROM challenges WHERE serial = ?1")
             .and_then(|mut s| s.execute([serial]))
@@ -989,50 +1059,51 @@ impl StoreWrite for SqliteTx<'_> {
     }
 
     fn consume(&mut self, id: i64, c: &Consume) -> Result<bool, StoreError> {
-        self.conn()
-            .prepare_cached(
-                "UPDATE tokens SET count = ?2, time_shift = coalesce(?3, time_shift), \
-                 failcount = 0, failcounter_exceeded = NULL, count_auth = count_auth + 1, \
-                 count_auth_success = count_auth_success + 1 \
-                 WHERE id = ?1 AND count <= ?4 AND active = 1 AND revoked = 0 \
-                 AND failcount < maxfail",
-            )
-            .and_then(|mut s| s.execute(params![id, to_i64(c.new_count), c.time_shift, to_i64(c.max_stored)]))
-            .map(|n| n == 1)
-            .map_err(|e| self.err(e))
+        let sql = "UPDATE tokens SET count = ?2, time_shift = coalesce(?3, time_shift), \
+             failcount = 0, failcounter_exceeded = NULL, count_auth = count_auth + 1, \
+             count_auth_success = count_auth_success + 1 \
+             WHERE id = ?1 AND count <= ?4 AND active = 1 AND revoked = 0 \
+             AND failcount < maxfail";
+        let count = to_i64(c.new_count);
+        self.write_counters(sql, params![id, count, c.time_shift, to_i64(c.max_stored)], id, |t| {
+            t.count = count as u64;
+            t.time_shift = c.time_shift.unwrap_or(t.time_shift);
+            t.failcount = 0;
+            t.failcounter_exceeded = None;
+            t.count_auth = t.count_auth.saturating_add(1);
+            t.count_auth_success = t.count_auth_success.saturating_add(1);
+        })
     }
 
     fn record_failure(&mut self, id: i64, now: Timestamp) -> Result<(), StoreError> {
         // SQLite evaluates every SET expression against the old row.
-        self.conn()
-            .prepare_cached(
-                "UPDATE tokens SET count_auth = count_auth + 1, \
-                 failcount = CASE WHEN failcount < maxfail THEN failcount + 1 ELSE failcount END, \
-                 failcounter_exceeded = CASE WHEN failcount < maxfail AND failcount + 1 >= maxfail \
-                 THEN ?2 ELSE failcounter_exceeded END WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, now.as_second()]))
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        let sql = "UPDATE tokens SET count_auth = count_auth + 1, \
+             failcount = CASE WHEN failcount < maxfail THEN failcount + 1 ELSE failcount END, \
+             failcounter_exceeded = CASE WHEN failcount < maxfail AND failcount + 1 >= maxfail \
+             THEN ?2 ELSE failcounter_exceeded END WHERE id = ?1";
+        let now = now.as_second();
+        self.write_counters(sql, params![id, now], id, |t| {
+            t.count_auth = t.count_auth.saturating_add(1);
+            if t.failcount < t.maxfail {
+                t.failcount += 1;
+                if t.failcount >= t.maxfail {
+                    t.failcounter_exceeded = Timestamp::from_second(now).ok();
+                }
+            }
+        })?;
+        Ok(())
     }
 
     fn reset_failcount(&mut self, id: i64) -> Result<(), StoreError> {
-        self.conn()
-            .prepare_cached("UPDATE tokens SET failcount = 0, failcounter_exceeded = NULL WHERE id = ?1")
-            .and_then(|mut s| s.execute([id]))
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        let sql = "UPDATE tokens SET failcount = 0, failcounter_exceeded = NULL WHERE id = ?1";
+        self.write_counters(sql, [id], id, clear_failcount)?;
+        Ok(())
     }
 
     fn clear_failcount_exceeded(&mut self, id: i64, exceeded: Timestamp) -> Result<bool, StoreError> {
-        self.conn()
-            .prepare_cached(
-                "UPDATE tokens SET failcount = 0, failcounter_exceeded = NULL \
-                 WHERE id = ?1 AND failcount = maxfail AND failcounter_exceeded = ?2",
-            )
-            .and_then(|mut s| s.execute(params![id, exceeded.as_second()]))
-            .map(|n| n == 1)
-            .map_err(|e| self.err(e))
+        let sql = "UPDATE tokens SET failcount = 0, failcounter_exceeded = NULL \
+             WHERE id = ?1 AND failcount = maxfail AND failcounter_exceeded = ?2";
+        self.write_counters(sql, params![id, exceeded.as_second()], id, clear_failcount)
     }
 
     fn append_audit(&mut self, a: &AuditRecord) -> Result<(), StoreError> {
@@ -1145,11 +1216,28 @@ impl TokenStore for SqliteStore {
         // the statement reads a snapshot of its own. Never waits for the
         // group: a writer in it (this thread's own, too) sends the read to
         // the pool.
-        if let Ok(group) = self.group.try_lock()
+        if let Ok(mut group) = self.group.try_lock()
             && group.conn.is_some()
         {
-            let within = SqliteTx { store: self, conn: TxConn::Write(Some(group)), open: false };
-            return within.tokens(filter);
+            // A login's question (the owner's tokens) may be answered from
+            // the cache: checked first against other connections' commits,
+            // unless the group is open (none can commit meanwhile).
+            let owner = filter.owner.as_ref().filter(|_| filter.realm.is_none() && !filter.unassigned);
+            if let Some(owner) = owner {
+                if group.opened.is_none() {
+                    let version = data_version(group.conn()).map_err(|e| self.err(e))?;
+                    group.cache.validate(version);
+                }
+                if let Some(tokens) = group.cache.tokens_of(owner) {
+                    return Ok(tokens);
+                }
+            }
+            let mut within = SqliteTx { store: self, conn: TxConn::Write(Some(group)), open: false };
+            let tokens = within.tokens(filter)?;
+            if let (Some(owner), Some(cache)) = (owner, within.cache()) {
+                cache.insert(owner, &tokens);
+            }
+            return Ok(tokens);
         }
         // One statement reads a snapshot of its own: no BEGIN and ROLLBACK around it.
         let once = SqliteTx { store: self, conn: TxConn::Read(self.take()?), open: false };
@@ -1221,6 +1309,8 @@ mod tests {
     use std::thread;
 
     use super::*;
+    use jiff::SignedDuration;
+
     use crate::testutil::sample_token;
 
     fn store(dir: &tempfile::TempDir) -> SqliteStore {
@@ -1566,6 +1656,165 @@ mod tests {
         let now = store.read().unwrap().token("H1").unwrap().unwrap();
         assert_ne!(now.id, read.id);
         assert_eq!((now.count, now.failcount, now.count_auth), (0, 0, 0), "the new token is untouched");
+    }
+
+    fn alice() -> TokenFilter {
+        TokenFilter { owner: Some(("alice".into(), "realm".into())), ..Default::default() }
+    }
+
+    /// Alice's token `serial`, with a failcounter limit of 3.
+    fn insert_alice_s(store: &SqliteStore, serial: &str) -> i64 {
+        let mut token = sample_token(TokenType::Hotp, serial);
+        token.owner = Some(Owner { login: "alice".into(), realm: "realm".into(), resolver: "r".into() });
+        token.maxfail = 3;
+        let mut tx = store.write().unwrap();
+        let id = tx.insert_token(&token).unwrap();
+        tx.commit().unwrap();
+        id
+    }
+
+    /// Alice's tokens as a login reads them (the cache, once filled) and
+    /// as SQLite holds them, in a form to compare (`Token` has no `Eq`).
+    fn cached_and_stored(store: &SqliteStore) -> (String, String) {
+        let cached = store.read_tokens(&alice()).unwrap();
+        let stored = store.read().unwrap().tokens(&alice()).unwrap();
+        (format!("{cached:?}"), format!("{stored:?}"))
+    }
+
+    fn cached_tokens(store: &SqliteStore) -> usize {
+        store.group.lock().unwrap().cache.len()
+    }
+
+    #[test]
+    fn the_token_cache_holds_what_sqlite_holds_through_a_login_s_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let id = insert_alice_s(&store, "H1");
+        insert_alice_s(&store, "H2");
+        let (cached, stored) = cached_and_stored(&store);
+        assert_eq!(cached, stored);
+        assert_eq!(cached_tokens(&store), 2, "a login's read fills the cache");
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        type Write<'a> = &'a dyn Fn(&mut dyn StoreWrite);
+        let writes: [Write<'_>; 7] = [
+            &|tx| {
+                assert!(tx.consume(id, &Consume { new_count: 5, max_stored: 4, time_shift: None }).unwrap())
+            },
+            &|tx| {
+                assert!(!tx.consume(id, &Consume { new_count: 5, max_stored: 4, time_shift: None }).unwrap())
+            },
+            &|tx| tx.record_failure(id, now).unwrap(),
+            &|tx| {
+                // To the limit and past it: the stamp is set once.
+                tx.record_failure(id, now).unwrap();
+                tx.record_failure(id, now + SignedDuration::from_secs(1)).unwrap();
+                tx.record_failure(id, now + SignedDuration::from_secs(2)).unwrap();
+            },
+            &|tx| assert!(tx.clear_failcount_exceeded(id, now + SignedDuration::from_secs(1)).unwrap()),
+            &|tx| {
+                tx.record_failure(id, now).unwrap();
+                tx.reset_failcount(id).unwrap();
+            },
+            &|tx| {
+                let shift = Consume { new_count: 9, max_stored: 8, time_shift: Some(-30.0) };
+                assert!(tx.consume(id, &shift).unwrap());
+            },
+        ];
+        for (n, write) in writes.iter().enumerate() {
+            let mut tx = store.write().unwrap();
+            write(tx.as_mut());
+            tx.commit().unwrap();
+            let (cached, stored) = cached_and_stored(&store);
+            assert_eq!(cached, stored, "after write {n}");
+            assert_eq!(cached_tokens(&store), 2, "kept in step, not emptied, after write {n}");
+        }
+        let token = store.read_tokens(&alice()).unwrap().remove(0);
+        assert_eq!(
+            (token.count, token.time_shift, token.count_auth, token.count_auth_success),
+            (9, -30.0, 7, 2)
+        );
+    }
+
+    #[test]
+    fn another_connection_s_commit_is_seen_through_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = store(&dir);
+        let id = insert_alice_s(&daemon, "H1");
+        assert_eq!(daemon.read_tokens(&alice()).unwrap()[0].count, 0);
+        assert_eq!(cached_tokens(&daemon), 1);
+        // Another process consumes a counter and disables the token, with
+        // no group of the daemon open.
+        let cli = store(&dir);
+        let mut tx = cli.write().unwrap();
+        assert!(tx.consume(id, &Consume { new_count: 3, max_stored: 2, time_shift: None }).unwrap());
+        tx.commit().unwrap();
+        assert_eq!(daemon.read_tokens(&alice()).unwrap()[0].count, 3);
+        let mut token = cli.read().unwrap().token("H1").unwrap().unwrap();
+        token.active = false;
+        let mut tx = cli.write().unwrap();
+        tx.update_token(&token).unwrap();
+        tx.commit().unwrap();
+        // The daemon's next group opens after it: the read within sees it.
+        let mut tx = daemon.write().unwrap();
+        tx.set_meta("k", b"v").unwrap();
+        tx.commit_then(Box::new(|_| {}));
+        assert!(daemon.group.lock().unwrap().opened.is_some(), "the group is still open");
+        let (cached, stored) = cached_and_stored(&daemon);
+        assert_eq!(cached, stored);
+        assert!(!daemon.read_tokens(&alice()).unwrap()[0].active, "the disabled token is not served active");
+        daemon.flush();
+    }
+
+    #[test]
+    fn a_member_rolled_back_or_a_failed_group_leaves_nothing_of_it_in_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let id = insert_alice_s(&store, "H1");
+        store.read_tokens(&alice()).unwrap();
+        let consume = Consume { new_count: 5, max_stored: 4, time_shift: None };
+        let mut tx = store.write().unwrap();
+        assert!(tx.consume(id, &consume).unwrap());
+        drop(tx);
+        let (cached, stored) = cached_and_stored(&store);
+        assert_eq!(cached, stored);
+        assert_eq!(store.read_tokens(&alice()).unwrap()[0].count, 0, "rolled back");
+        // A group that fails after its member wrote the cache.
+        let mut tx = store.write().unwrap();
+        assert!(tx.consume(id, &consume).unwrap());
+        tx.commit_then(Box::new(|_| {}));
+        store.group.lock().unwrap().conn().execute_batch("ROLLBACK").unwrap();
+        // The next member finds the group gone (no token write: that alone
+        // would empty the cache).
+        let mut tx = store.write().unwrap();
+        tx.set_meta("k", b"v").unwrap();
+        tx.commit().unwrap();
+        let (cached, stored) = cached_and_stored(&store);
+        assert_eq!(cached, stored);
+        assert_eq!(store.read_tokens(&alice()).unwrap()[0].count, 0, "the failed group's consumption");
+    }
+
+    #[test]
+    fn enrolling_deleting_or_editing_a_token_empties_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        insert_alice_s(&store, "H1");
+        store.read_tokens(&alice()).unwrap();
+        insert_alice_s(&store, "H2");
+        assert_eq!(store.read_tokens(&alice()).unwrap().len(), 2);
+        let mut token = store.read().unwrap().token("H2").unwrap().unwrap();
+        token.realms = vec!["other".into()];
+        token.description = "edited".into();
+        let mut tx = store.write().unwrap();
+        tx.update_token(&token).unwrap();
+        tx.commit().unwrap();
+        let (cached, stored) = cached_and_stored(&store);
+        assert_eq!(cached, stored);
+        let mut tx = store.write().unwrap();
+        assert!(tx.delete_token("H1").unwrap());
+        tx.commit().unwrap();
+        assert_eq!(store.read_tokens(&alice()).unwrap().len(), 1);
+        let (cached, stored) = cached_and_stored(&store);
+        assert_eq!(cached, stored);
     }
 
     #[test]
