@@ -9,6 +9,8 @@ use std::io::Write;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogTarget {
@@ -19,12 +21,23 @@ pub enum LogTarget {
 /// Installs the global logger. `RUST_LOG` may refine the level (default info).
 pub fn init(target: LogTarget) -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let result = match target {
+    let failed = |e: &dyn std::fmt::Display| format!("cannot install the logger: {e}");
+    match target {
         LogTarget::Stderr => {
             use std::io::IsTerminal;
             otpd_core::store::wrap_callback_batches(batched);
-            builder.with_ansi(std::io::stderr().is_terminal()).with_writer(BatchedStderr).try_init()
+            // tracing escapes terminal control characters in every value
+            // one character at a time, which cost more than the rest of a
+            // decision line. Without colours a finished line holds no
+            // control character of tracing's own, so `BatchedStderr`
+            // escapes the same ones in one pass over it instead.
+            let terminal = std::io::stderr().is_terminal();
+            let layer = tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(terminal)
+                .with_ansi_sanitization(terminal)
+                .with_writer(BatchedStderr { escape: !terminal });
+            tracing_subscriber::registry().with(filter).with(layer).try_init().map_err(|e| failed(&e))
         }
         LogTarget::Syslog => {
             let (options, _) = <(syslog_tracing::Options, syslog_tracing::Facility)>::default();
@@ -35,10 +48,16 @@ pub fn init(target: LogTarget) -> Result<(), String> {
             )
             .ok_or("syslog is already initialised")?;
             // syslog stamps its own time.
-            builder.without_time().with_ansi(false).with_writer(syslog).try_init()
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_target(false)
+                .without_time()
+                .with_ansi(false)
+                .with_writer(syslog)
+                .try_init()
+                .map_err(|e| failed(&*e))
         }
-    };
-    result.map_err(|e| format!("cannot install the logger: {e}"))
+    }
 }
 
 /// The CLI's logger: warnings of the core on stderr, one plain line each.
@@ -112,13 +131,17 @@ fn write_out(lines: &[u8]) -> std::io::Result<()> {
 }
 
 /// stderr, through the thread's batch while `batched` runs.
-struct BatchedStderr;
+#[derive(Debug, Clone, Copy)]
+struct BatchedStderr {
+    /// Escape terminal control characters (tracing does not).
+    escape: bool,
+}
 
 impl<'a> MakeWriter<'a> for BatchedStderr {
     type Writer = BatchedStderr;
 
     fn make_writer(&'a self) -> Self::Writer {
-        BatchedStderr
+        *self
     }
 }
 
@@ -132,11 +155,13 @@ impl Write for BatchedStderr {
             if b.lines.len() + line.len() > BATCH_BYTES {
                 write_lines(&mut b.lines);
             }
-            b.lines.extend_from_slice(line);
+            self.append(line, &mut b.lines);
             true
         });
         if !held {
-            write_out(line)?;
+            let mut escaped = Vec::new();
+            self.append(line, &mut escaped);
+            write_out(&escaped)?;
         }
         Ok(line.len())
     }
@@ -146,10 +171,49 @@ impl Write for BatchedStderr {
     }
 }
 
+impl BatchedStderr {
+    fn append(self, line: &[u8], out: &mut Vec<u8>) {
+        if self.escape {
+            escape_controls(line, out);
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+}
+
+/// Appends `line` with the characters that could drive a terminal written
+/// as tracing's sanitising writes them: ESC, BEL, BS, FF and DEL as
+/// `\x1b`.., the C1 controls U+0080 to U+009F as `\u{9b}`..
+fn escape_controls(line: &[u8], out: &mut Vec<u8>) {
+    let mut rest = line;
+    // 0xc2 leads every C1 control in UTF-8 (and other characters too).
+    while let Some(i) = rest.iter().position(|b| matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f | 0xc2)) {
+        out.extend_from_slice(&rest[..i]);
+        let (byte, next) = (rest[i], rest.get(i + 1).copied());
+        rest = &rest[i + 1..];
+        match (byte, next) {
+            (0xc2, Some(c1 @ 0x80..=0x9f)) => {
+                let _ = write!(out, "\\u{{{c1:x}}}");
+                rest = &rest[1..];
+            }
+            (0xc2, _) => out.push(byte),
+            _ => {
+                let _ = write!(out, "\\x{byte:02x}");
+            }
+        }
+    }
+    out.extend_from_slice(rest);
+}
+
 /// User-supplied text (a user name, messages that quote it) escaped for a
 /// log line: a newline or quote typed at a login prompt must not forge a
 /// line or a field.
 pub fn clean(text: &str) -> String {
+    // Most names escape to themselves: copied whole rather than char by
+    // char (a decision line has two).
+    if text.bytes().all(|b| matches!(b, b' '..=b'~') && !matches!(b, b'\\' | b'"' | b'\'')) {
+        return text.to_owned();
+    }
     text.escape_debug().to_string()
 }
 
@@ -167,7 +231,7 @@ mod tests {
     }
 
     fn log(line: &[u8]) {
-        BatchedStderr.write_all(line).unwrap();
+        BatchedStderr { escape: false }.write_all(line).unwrap();
     }
 
     #[test]
@@ -213,5 +277,70 @@ mod tests {
         assert!(panicked.is_err());
         assert_eq!(writes(), [b"the line before a panic\n".to_vec()], "written on the way out");
         assert!(!BATCH.with_borrow(|b| b.open), "the next batch starts afresh");
+    }
+
+    /// The line tracing formats for `message`, with or without its own
+    /// escaping of control characters.
+    fn formatted(sanitize: bool, message: &str) -> Vec<u8> {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .without_time()
+            .with_ansi(false)
+            .with_ansi_sanitization(sanitize)
+            .with_writer(move || Sink(sink.clone()));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            tracing::info!("user={message} result=reject");
+        });
+        std::mem::take(&mut *out.lock().unwrap())
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn control_characters_are_escaped_as_tracing_escapes_them() {
+        for message in [
+            "plain alice",
+            "\x1b[31mred\x1b[0m \x07\x08\x0c\x7f",
+            "c1 \u{80} \u{9b}31m \u{9f} end\u{9b}",
+            "not c1: \u{a0} \u{e9} \u{7e} \u{100} \u{1f600}",
+            "\u{9b}",
+        ] {
+            let ours = formatted(false, message);
+            let mut escaped = Vec::new();
+            escape_controls(&ours, &mut escaped);
+            let theirs = formatted(true, message);
+            assert_eq!(String::from_utf8_lossy(&escaped), String::from_utf8_lossy(&theirs), "{message:?}");
+        }
+        assert!(!formatted(true, "\x1b").contains(&0x1b), "tracing's own escaping does escape");
+    }
+
+    #[test]
+    fn the_writer_escapes_lines_in_a_batch_and_outside_one() {
+        writes();
+        let mut escaping = BatchedStderr { escape: true };
+        escaping.write_all(b"user=\x1b[2J\n").unwrap();
+        batched(&mut || escaping.write_all("user=\u{9b}2J\n".as_bytes()).unwrap());
+        assert_eq!(writes(), [b"user=\\x1b[2J\n".to_vec(), b"user=\\u{9b}2J\n".to_vec()]);
+    }
+
+    #[test]
+    fn clean_escapes_as_escape_debug_does() {
+        for text in
+            ["alice", "alice@corp.example", "", "a b~", "a\"b", "a'b", "a\\b", "a\nb", "\x1b[2J", "é\u{9b}"]
+        {
+            assert_eq!(clean(text), text.escape_debug().to_string(), "{text:?}");
+        }
     }
 }
