@@ -173,7 +173,10 @@ impl Write for BatchedStderr {
 
 impl BatchedStderr {
     fn append(self, line: &[u8], out: &mut Vec<u8>) {
-        if self.escape {
+        // Printable ASCII and newlines pass as they are; the test is
+        // branch-free so that it runs over many bytes at a time.
+        let plain = line.iter().fold(true, |plain, &b| plain & (matches!(b, b' '..=b'~') | (b == b'\n')));
+        if self.escape && !plain {
             escape_controls(line, out);
         } else {
             out.extend_from_slice(line);
