@@ -666,10 +666,6 @@ at_least "$(ratio "${RATE[f]}" "${RATE[b]}")" 1.0 && met=1 || met=0
 target "reject (PIN tokens) ≥ 1.0× PAP reject ($(ratio "${RATE[f]}" "${RATE[b]}")×)" "$met"
 at_least 1.2 "$(ratio "$PAM_OTPD_MS" "$PAM_OATH_MS")" && met=1 || met=0
 target "pam_otpd ≤ 1.2× pam_oath per login ($(ratio "$PAM_OTPD_MS" "$PAM_OATH_MS")× through the daemon, $(ratio "$PAM_LOCAL_MS" "$PAM_OATH_MS")× in-process)" "$met"
-# Recovered: the run after the overload has every answer, none late or lost, at
-# least half of the HOTP peak (the table has the exact figure).
-[ "${TIMEOUT[recovered]}" -eq 0 ] && [ "${REJECT[recovered]}" -eq 0 ] \
-    && at_least "${RATE[recovered]}" "$(awk -v r="${RATE[c]}" 'BEGIN { print r / 2 }')" && met=1 || met=0
 if [ "$BIG_TOKENS" -gt 0 ]; then
     at_least "$(ratio "${RATE[big]}" "${RATE[c]}")" 0.8 && met=1 || met=0
     target "$BIG_TOKENS tokens: ≥ 0.8× the HOTP accept rate ($(ratio "${RATE[big]}" "${RATE[c]}")×)" "$met"
@@ -680,6 +676,10 @@ fi
 # each PIN, Argon2id, was made before the run); criterion's authenticate bench
 # measures the first check against a bare Argon2id verification.
 target "PIN accept CPU per request vs no-PIN HOTP accept ($(printf '%.0f' "${CPU[g]}") vs $(printf '%.0f' "${CPU[c]}") µs; first check of a PIN: see cargo bench -p otpd-core --bench authenticate)" 2
+# Recovered: the run after the overload has every answer, none late or lost, at
+# least half of the HOTP peak (the table has the exact figure).
+[ "${TIMEOUT[recovered]}" -eq 0 ] && [ "${REJECT[recovered]}" -eq 0 ] \
+    && at_least "${RATE[recovered]}" "$(awk -v r="${RATE[c]}" 'BEGIN { print r / 2 }')" && met=1 || met=0
 target "keeps answering under overload and recovers (overload: $(printf '%.0f' "${RATE[overload]}")/s answered, ${TIMEOUT[overload]} timeouts counted; after: $(printf '%.0f' "${RATE[recovered]}")/s, no timeouts)" "$met"
 
 report
