@@ -255,8 +255,12 @@ impl<'a> Login<'a> {
             Outcome::Reject { .. } => ("reject", PamCode::AuthErr),
             Outcome::Challenge { .. } => ("reject: too many challenges", PamCode::AuthErr),
         };
+        // A login the daemon decided has its line in the daemon's log
+        // (`pam: user=...`): here it would be a second one, and a syslog
+        // call is a noticeable part of a PAM login.
+        let level = if self.validator.daemon_decided() { Level::Debug } else { Level::Info };
         self.log(
-            Level::Info,
+            level,
             &format!(
                 "user={} rhost={} result={word} reason=\"{}\" serial={}",
                 clean(&self.user),
@@ -525,23 +529,32 @@ mod tests {
     fn the_daemon_answers_when_it_runs_and_the_module_itself_when_not() {
         let s = Setup::new("[pam]\nsocket = \"pam.sock\"\n");
         s.enroll("alice", "");
-        // Nobody on the socket: checked in-process, quietly.
+        let verdicts = |pam: &FakePam| pam.log.borrow().iter().filter(|l| l.contains("result=")).count();
+        // Nobody on the socket: checked in-process, quietly; the verdict
+        // line is the module's.
         let mut pam = s.pam(&[&code(0)]);
         assert_eq!(authenticate(&mut pam, &[&s.config]), PamCode::Success);
         assert!(pam.log.borrow().iter().all(|l| !l.contains("pam.sock")), "{:?}", pam.log.borrow());
+        assert_eq!(verdicts(&pam), 1, "{:?}", pam.log.borrow());
 
-        // The daemon answers the login (nullok: the status too), replays included.
-        let served = daemon(&s, 3, local_socket::answer);
+        // The daemon answers the login (nullok: the status too), replays
+        // included. It logs the verdicts; the module only with `debug`.
+        let served = daemon(&s, 4, local_socket::answer);
         let mut pam = s.pam(&[&code(1)]);
         assert_eq!(authenticate(&mut pam, &[&s.config, "nullok"]), PamCode::Success);
+        assert_eq!(verdicts(&pam), 0, "{:?}", pam.log.borrow());
         let mut pam = s.pam(&[&code(1)]);
         assert_eq!(authenticate(&mut pam, &[&s.config]), PamCode::AuthErr, "replay");
+        assert_eq!(verdicts(&pam), 0, "{:?}", pam.log.borrow());
+        let mut pam = s.pam(&[&code(2)]);
+        assert_eq!(authenticate(&mut pam, &[&s.config, "debug"]), PamCode::Success);
+        assert_eq!(verdicts(&pam), 1, "{:?}", pam.log.borrow());
         served.join().unwrap();
         std::fs::remove_file(s.dir.path().join("pam.sock")).unwrap();
 
         // The daemon's core fails: the login fails with its sentence.
         let failing = daemon(&s, 1, |_, _| Reply::Error { message: "database is locked".into() });
-        let mut pam = s.pam(&[&code(2)]);
+        let mut pam = s.pam(&[&code(3)]);
         assert_eq!(authenticate(&mut pam, &[&s.config]), PamCode::AuthErr);
         assert!(pam.log.borrow().iter().any(|l| l.contains("database is locked")), "{:?}", pam.log.borrow());
         failing.join().unwrap();
@@ -549,9 +562,10 @@ mod tests {
 
         // An answer that does not fit: not trusted, checked in-process.
         let odd = daemon(&s, 1, |_, _| Reply::NoToken);
-        let mut pam = s.pam(&[&code(2)]);
+        let mut pam = s.pam(&[&code(3)]);
         assert_eq!(authenticate(&mut pam, &[&s.config]), PamCode::Success);
         assert!(pam.log.borrow().iter().any(|l| l.contains("does not fit")), "{:?}", pam.log.borrow());
+        assert_eq!(verdicts(&pam), 1, "decided in this process: {:?}", pam.log.borrow());
         odd.join().unwrap();
     }
 

@@ -24,11 +24,13 @@ pub struct Validator {
     daemon: Option<PathBuf>,
     /// The core in this process, opened when first needed.
     local: Option<Otpd>,
+    /// The last login was decided by the daemon (which logs it).
+    daemon_decided: bool,
 }
 
 impl Validator {
     pub fn new(config: Config) -> Validator {
-        Validator { daemon: config.pam_socket.clone(), config, local: None }
+        Validator { daemon: config.pam_socket.clone(), config, local: None, daemon_decided: false }
     }
 
     pub fn token_status(
@@ -53,10 +55,18 @@ impl Validator {
             state: req.state.clone(),
             service: req.service.clone(),
         };
-        if let Some(answer) = self.ask(&request, Reply::into_outcome, note) {
-            return answer;
+        let answer = self.ask(&request, Reply::into_outcome, note);
+        self.daemon_decided = matches!(answer, Some(Ok(_)));
+        match answer {
+            Some(answer) => answer,
+            None => self.local()?.authenticate(req).map_err(|e| e.to_string()),
         }
-        self.local()?.authenticate(req).map_err(|e| e.to_string())
+    }
+
+    /// Whether the daemon decided the last login: its log has the decision
+    /// line then.
+    pub fn daemon_decided(&self) -> bool {
+        self.daemon_decided
     }
 
     /// The daemon's answer, read by `read`; `None` when it cannot be asked
