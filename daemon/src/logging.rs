@@ -175,8 +175,9 @@ impl BatchedStderr {
     fn append(self, line: &[u8], out: &mut Vec<u8>) {
         // Printable ASCII and newlines pass as they are; the test is
         // branch-free so that it runs over many bytes at a time.
-        let plain = line.iter().fold(true, |plain, &b| plain & (matches!(b, b' '..=b'~') | (b == b'\n')));
-        if self.escape && !plain {
+        let plain =
+            |line: &[u8]| line.iter().fold(true, |p, &b| p & (matches!(b, b' '..=b'~') | (b == b'\n')));
+        if self.escape && !plain(line) {
             escape_controls(line, out);
         } else {
             out.extend_from_slice(line);

@@ -81,9 +81,7 @@ impl Inner {
     fn now(&self) -> u32 {
         u32::try_from(self.base.elapsed().as_secs()).unwrap_or(u32::MAX)
     }
-}
 
-impl Inner {
     /// Drops the oldest entry (if its id still names it: an id seen again
     /// after its entry expired has a newer one).
     fn drop_oldest(&mut self) {
@@ -126,7 +124,9 @@ impl ReplyCache {
                 None => Lookup::InFlight,
             };
         }
-        while inner.entries.len() >= inner.limit {
+        // Every entry has its place in `order`, so this ends; the guard
+        // keeps it so should that ever not hold.
+        while inner.entries.len() >= inner.limit && !inner.order.is_empty() {
             inner.drop_oldest();
         }
         inner.entries.insert(id, Entry { at: now, reply: None });
