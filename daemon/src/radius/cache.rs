@@ -42,7 +42,8 @@ pub type Key = (SocketAddr, u8, [u8; 16]);
 struct Entry {
     /// Seconds since `Inner::base`.
     at: u32,
-    reply: Option<Box<[u8]>>,
+    /// Shared with the reply sent (no copy).
+    reply: Option<Arc<[u8]>>,
 }
 
 /// What to do with a request.
@@ -120,7 +121,7 @@ impl ReplyCache {
         }
         if let Some(e) = inner.entries.get(&id) {
             return match &e.reply {
-                Some(r) => Lookup::Answered(Arc::from(&r[..])),
+                Some(r) => Lookup::Answered(r.clone()),
                 None => Lookup::InFlight,
             };
         }
@@ -139,7 +140,7 @@ impl ReplyCache {
         let id = self.id(&key);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = inner.entries.get_mut(&id) {
-            e.reply = Some(Box::from(&reply[..]));
+            e.reply = Some(reply);
         }
     }
 }
