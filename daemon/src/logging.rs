@@ -159,9 +159,13 @@ impl Write for BatchedStderr {
             true
         });
         if !held {
-            let mut escaped = Vec::new();
-            self.append(line, &mut escaped);
-            write_out(&escaped)?;
+            if self.needs_escaping(line) {
+                let mut escaped = Vec::new();
+                escape_controls(line, &mut escaped);
+                write_out(&escaped)?;
+            } else {
+                write_out(line)?;
+            }
         }
         Ok(line.len())
     }
@@ -172,12 +176,14 @@ impl Write for BatchedStderr {
 }
 
 impl BatchedStderr {
+    /// Printable ASCII and newlines pass as they are; the test is
+    /// branch-free so that it runs over many bytes at a time.
+    fn needs_escaping(self, line: &[u8]) -> bool {
+        self.escape && !line.iter().fold(true, |p, &b| p & (matches!(b, b' '..=b'~') | (b == b'\n')))
+    }
+
     fn append(self, line: &[u8], out: &mut Vec<u8>) {
-        // Printable ASCII and newlines pass as they are; the test is
-        // branch-free so that it runs over many bytes at a time.
-        let plain =
-            |line: &[u8]| line.iter().fold(true, |p, &b| p & (matches!(b, b' '..=b'~') | (b == b'\n')));
-        if self.escape && !plain(line) {
+        if self.needs_escaping(line) {
             escape_controls(line, out);
         } else {
             out.extend_from_slice(line);

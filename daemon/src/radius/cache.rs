@@ -30,21 +30,17 @@ const _: () = assert!(MAX_ENTRIES <= TABLE_ROOM / 2);
 
 pub type Key = (SocketAddr, u8, [u8; 16]);
 
-/// An entry is 32 bytes in the table plus its reply (about 64 bytes): at
-/// thousands of logins a second, 30 s of them is a few hundred thousand
-/// entries, so the table is keyed by a 64-bit keyed hash of the request's
-/// key (under a random per-process key, so that nobody can aim for a
-/// collision) instead of the 49-byte key itself. Two requests of one
-/// client, both with a valid Message-Authenticator, would have to collide
-/// within 30 s: about one chance in 10^9 at the cap, and then the NAS
-/// discards the wrong reply (its Response Authenticator does not match).
-#[derive(Debug)]
-struct Entry {
-    /// Seconds since `Inner::base`.
-    at: u32,
-    /// Shared with the reply sent (no copy).
-    reply: Option<Arc<[u8]>>,
-}
+/// An entry is 24 bytes in the table (its place in `Inner::order` 16
+/// more) plus its reply (about 64 bytes): at thousands of logins a second,
+/// 30 s of them is a hundred thousand entries, so the table is keyed by a
+/// 64-bit keyed hash of the request's key (under a random per-process key,
+/// so that nobody can aim for a collision) instead of the 49-byte key
+/// itself. Two requests of one client, both with a valid
+/// Message-Authenticator, would have to collide within 30 s: less than one
+/// chance in 10^9 at the limit, and then the NAS discards the wrong reply
+/// (its Response Authenticator does not match). The reply sent (shared, no
+/// copy), or `None` while the request is worked on.
+type Entry = Option<Arc<[u8]>>;
 
 /// What to do with a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -72,7 +68,8 @@ impl Default for ReplyCache {
 #[derive(Debug)]
 struct Inner {
     entries: HashMap<u64, Entry>,
-    /// The entries' ids in the order they came, with their `at`.
+    /// The entries' ids in the order they came, with the second each came
+    /// (since `base`).
     order: VecDeque<(u64, u32)>,
     limit: usize,
     base: Instant,
@@ -83,12 +80,11 @@ impl Inner {
         u32::try_from(self.base.elapsed().as_secs()).unwrap_or(u32::MAX)
     }
 
-    /// Drops the oldest entry (if its id still names it: an id seen again
-    /// after its entry expired has a newer one).
+    /// Drops the oldest entry. Entries and places in `order` come and go
+    /// together (an id seen again after its entry expired finds the old
+    /// one gone, purged before the lookup), so the front is the oldest.
     fn drop_oldest(&mut self) {
-        if let Some((id, at)) = self.order.pop_front()
-            && self.entries.get(&id).is_some_and(|e| e.at == at)
-        {
+        if let Some((id, _)) = self.order.pop_front() {
             self.entries.remove(&id);
         }
     }
@@ -119,9 +115,9 @@ impl ReplyCache {
         while inner.order.front().is_some_and(|&(_, at)| now - at >= lifetime) {
             inner.drop_oldest();
         }
-        if let Some(e) = inner.entries.get(&id) {
-            return match &e.reply {
-                Some(r) => Lookup::Answered(r.clone()),
+        if let Some(entry) = inner.entries.get(&id) {
+            return match entry {
+                Some(reply) => Lookup::Answered(reply.clone()),
                 None => Lookup::InFlight,
             };
         }
@@ -130,7 +126,7 @@ impl ReplyCache {
         while inner.entries.len() >= inner.limit && !inner.order.is_empty() {
             inner.drop_oldest();
         }
-        inner.entries.insert(id, Entry { at: now, reply: None });
+        inner.entries.insert(id, None);
         inner.order.push_back((id, now));
         Lookup::New
     }
@@ -139,8 +135,8 @@ impl ReplyCache {
     pub fn finish(&self, key: Key, reply: Arc<[u8]>) {
         let id = self.id(&key);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = inner.entries.get_mut(&id) {
-            e.reply = Some(reply);
+        if let Some(entry) = inner.entries.get_mut(&id) {
+            *entry = Some(reply);
         }
     }
 }

@@ -288,10 +288,7 @@ impl SqliteStore {
             run(group.conn(), "BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
             group.opened = Some(Instant::now());
             // No other connection can commit until the group ends.
-            match data_version(group.conn()) {
-                Ok(version) => group.cache.validate(version),
-                Err(_) => group.cache.clear(),
-            }
+            group.check_cache();
         }
         if let Err(e) = run(group.conn(), "SAVEPOINT member") {
             let e = self.err(e);
@@ -521,6 +518,21 @@ impl Group {
 
     fn conn(&self) -> &Connection {
         self.conn.as_ref().expect("writer connection opened by begin_write")
+    }
+
+    /// Empties the token cache if another connection has committed since
+    /// it was filled (the writer's `PRAGMA data_version` moved), or when
+    /// that cannot be told: the login then reads SQLite, which reports
+    /// what is wrong with the connection.
+    fn check_cache(&mut self) {
+        let version = self
+            .conn()
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
+        match version {
+            Ok(version) => self.cache.validate(version),
+            Err(_) => self.cache.clear(),
+        }
     }
 }
 
@@ -781,12 +793,6 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Token, String>> {
 fn clear_failcount(t: &mut Token) {
     t.failcount = 0;
     t.failcounter_exceeded = None;
-}
-
-/// The writer connection's count of commits by other connections (see
-/// `token_cache`).
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
 }
 
 fn pin_columns(pin: &StoredPin) -> (&'static str, Option<Vec<u8>>) {
@@ -1225,8 +1231,7 @@ impl TokenStore for SqliteStore {
             let owner = filter.owner.as_ref().filter(|_| filter.realm.is_none() && !filter.unassigned);
             if let Some(owner) = owner {
                 if group.opened.is_none() {
-                    let version = data_version(group.conn()).map_err(|e| self.err(e))?;
-                    group.cache.validate(version);
+                    group.check_cache();
                 }
                 if let Some(tokens) = group.cache.tokens_of(owner) {
                     return Ok(tokens);

@@ -54,9 +54,13 @@ impl TokenCache {
     /// Empties the cache, and forgets the version it held for (the writer
     /// connection may be a new one).
     pub fn clear(&mut self) {
+        self.drop_entries();
+        self.version = None;
+    }
+
+    fn drop_entries(&mut self) {
         self.owners.clear();
         self.tokens.clear();
-        self.version = None;
     }
 
     /// A copy of the owner's tokens, when cached and validated.
@@ -79,8 +83,7 @@ impl TokenCache {
         }
         // Owners without tokens count too (users of a large userstore).
         if self.tokens.len() + tokens.len() > MAX_TOKENS || self.owners.len() >= MAX_TOKENS {
-            self.owners.clear();
-            self.tokens.clear();
+            self.drop_entries();
         }
         let ids = tokens.iter().map(|t| t.id).collect();
         if let Some(old) = self.owners.insert(owner.clone(), ids) {
