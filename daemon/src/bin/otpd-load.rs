@@ -14,6 +14,7 @@ use otpd_daemon::load::engine::{self, Limit, Settings};
 use otpd_daemon::load::source::{Passwords, Source, Users};
 use otpd_daemon::load::stats::{Latency, Summary, clock_ticks, process_cpu};
 use otpd_daemon::load::{parse_duration, parse_hex};
+use otpd_daemon::radius::codec;
 use otpd_daemon::usage::usage_error;
 
 #[derive(Debug, Parser)]
@@ -176,7 +177,7 @@ fn run(args: Args) -> Result<(), String> {
     };
     let settings = Settings {
         server,
-        secret: args.secret.into_bytes(),
+        secret: codec::Secret::new(args.secret.as_bytes()),
         outstanding: args.outstanding,
         rate: args.rate,
         sockets: args.sockets,

@@ -30,7 +30,7 @@ pub enum Limit {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: SocketAddr,
-    pub secret: Vec<u8>,
+    pub secret: codec::Secret,
     pub outstanding: usize,
     /// Requests per second, paced (open loop); None: closed loop.
     pub rate: Option<f64>,

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use otpd_core::config::RadiusClientConfig;
 
+use super::codec::Secret;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("radius clients '{0}' and '{1}' both cover {2}: give each network one entry")]
@@ -19,7 +21,22 @@ pub enum ClientError {
 pub struct ClientTable {
     /// Sorted by prefix length, longest first. Shared: each request in
     /// flight holds its client.
-    clients: Vec<Arc<RadiusClientConfig>>,
+    clients: Vec<Arc<Client>>,
+}
+
+/// A client as the listener uses it: its configuration, and its secret
+/// keyed for Message-Authenticator once rather than per packet.
+#[derive(Debug)]
+pub struct Client {
+    pub config: RadiusClientConfig,
+    pub secret: Secret,
+}
+
+impl Client {
+    pub fn new(config: RadiusClientConfig) -> Self {
+        let secret = Secret::new(config.secret.as_bytes());
+        Client { config, secret }
+    }
 }
 
 impl ClientTable {
@@ -35,14 +52,14 @@ impl ClientTable {
             list.push(c);
         }
         list.sort_by_key(|c| std::cmp::Reverse(c.address.prefix_len()));
-        Ok(ClientTable { clients: list.into_iter().map(Arc::new).collect() })
+        Ok(ClientTable { clients: list.into_iter().map(|c| Arc::new(Client::new(c))).collect() })
     }
 
     /// The client for a source address (IPv4-mapped IPv6 addresses are
     /// taken as IPv4, as a dual-stack socket reports them).
-    pub fn find(&self, ip: IpAddr) -> Option<&Arc<RadiusClientConfig>> {
+    pub fn find(&self, ip: IpAddr) -> Option<&Arc<Client>> {
         let ip = ip.to_canonical();
-        self.clients.iter().find(|c| c.address.contains(&ip))
+        self.clients.iter().find(|c| c.config.address.contains(&ip))
     }
 
     pub fn len(&self) -> usize {
@@ -72,9 +89,9 @@ mod tests {
     fn most_specific_network_wins() {
         let t =
             ClientTable::new(&[client("lan", "10.0.0.0/8", "a"), client("vpn", "10.1.2.3/32", "b")]).unwrap();
-        assert_eq!(t.find("10.1.2.3".parse().unwrap()).unwrap().name, "vpn");
-        assert_eq!(t.find("10.1.2.4".parse().unwrap()).unwrap().name, "lan");
-        assert_eq!(t.find("::ffff:10.1.2.3".parse().unwrap()).unwrap().name, "vpn");
+        assert_eq!(t.find("10.1.2.3".parse().unwrap()).unwrap().config.name, "vpn");
+        assert_eq!(t.find("10.1.2.4".parse().unwrap()).unwrap().config.name, "lan");
+        assert_eq!(t.find("::ffff:10.1.2.3".parse().unwrap()).unwrap().config.name, "vpn");
         assert!(t.find("192.168.0.1".parse().unwrap()).is_none());
     }
 

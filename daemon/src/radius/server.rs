@@ -29,7 +29,6 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use otpd_core::config::RadiusClientConfig;
 use otpd_core::{AuthRequest, Config, Front, Otpd, Outcome};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -38,8 +37,8 @@ use crate::local_socket::SocketServer;
 use crate::logging::clean;
 
 use super::cache::{Key, Lookup, ReplyCache};
-use super::clients::{ClientError, ClientTable};
-use super::codec::{self, MessageAuthenticator, Packet, attr, code};
+use super::clients::{Client, ClientError, ClientTable};
+use super::codec::{self, MessageAuthenticator, Packet, Secret, attr, code};
 use super::droplog::{DropLog, STORE_INTERVAL, StoreLog};
 use super::ratelimit::{self, Admitted, Keys, Limited, RateLimiter, Settle};
 use super::sockets::{Datagram, Sockets};
@@ -133,14 +132,14 @@ impl Dropped {
 /// Access-Request of this client for the core.
 enum Checked<'a> {
     Reply(Vec<u8>),
-    Work(&'a Arc<RadiusClientConfig>),
+    Work(&'a Arc<Client>),
 }
 
 /// The request a reply answers and where the reply goes. Dropped without
 /// a reply (the core panicked), it sends the internal-error reject, so a
 /// NAS is never left to time out by a fault of ours.
 struct ReplyTo {
-    client: Arc<RadiusClientConfig>,
+    client: Arc<Client>,
     raw: Vec<u8>,
     source: SocketAddr,
     sink: Sink,
@@ -155,7 +154,7 @@ enum Sink {
 }
 
 impl ReplyTo {
-    fn new(client: Arc<RadiusClientConfig>, raw: Vec<u8>, source: SocketAddr, sink: Sink) -> ReplyTo {
+    fn new(client: Arc<Client>, raw: Vec<u8>, source: SocketAddr, sink: Sink) -> ReplyTo {
         ReplyTo { client, raw, source, sink, sent: false }
     }
 
@@ -417,14 +416,14 @@ fn check<'a>(clients: &'a ClientTable, data: &[u8], source: SocketAddr) -> Resul
     if packet.code != code::ACCESS_REQUEST && packet.code != code::STATUS_SERVER {
         return Err(Dropped::new("unsupported packet code", format!(" {}", packet.code)));
     }
-    let secret = client.secret.as_bytes();
+    let secret = &client.secret;
     match packet.message_authenticator(secret) {
         MessageAuthenticator::Valid => {}
         MessageAuthenticator::Invalid => {
             return Err(Dropped::new("bad Message-Authenticator (wrong shared secret?)", String::new()));
         }
         MessageAuthenticator::Missing => {
-            if packet.code == code::STATUS_SERVER || client.require_message_authenticator {
+            if packet.code == code::STATUS_SERVER || client.config.require_message_authenticator {
                 return Err(Dropped::new("missing Message-Authenticator", String::new()));
             }
         }
@@ -472,13 +471,13 @@ fn answer_then(otpd: &Otpd, limiter: &Arc<RateLimiter>, to: ReplyTo) {
 fn prepare(otpd: &Otpd, limiter: &Arc<RateLimiter>, to: &ReplyTo) -> Result<(AuthRequest, Decided), Vec<u8>> {
     let (client, source) = (&to.client, to.source);
     let Ok(packet) = Packet::parse(&to.raw) else { return Err(Vec::new()) };
-    let secret = client.secret.as_bytes();
+    let secret = &client.secret;
     let reject = |message: &str| reject_reply(&packet, secret, message);
     let user = match packet.attr(attr::USER_NAME).map(std::str::from_utf8) {
         Some(Ok(u)) if !u.is_empty() => u.to_owned(),
         _ => return Err(log_reject(&reject, "-", client, source, "no usable User-Name")),
     };
-    let located = otpd.realms().locate(&user, None, client.realm.as_deref()).ok();
+    let located = otpd.realms().locate(&user, None, client.config.realm.as_deref()).ok();
     let keys = Keys::new(
         &user,
         located.as_ref().map(|(login, realm)| (*login, realm.as_str())),
@@ -505,10 +504,10 @@ fn prepare(otpd: &Otpd, limiter: &Arc<RateLimiter>, to: &ReplyTo) -> Result<(Aut
         return Err(log_reject(&reject, &user, client, source, "User-Password is not UTF-8"));
     };
     let mut req = AuthRequest::new(user.clone(), password, Front::Radius);
-    req.fallback_realm = client.realm.clone();
+    req.fallback_realm = client.config.realm.clone();
     req.client = Some(nas_address(&packet, source.ip()));
     req.state = packet.attr(attr::STATE).map(|s| String::from_utf8_lossy(s).into_owned());
-    req.service = Some(client.name.clone());
+    req.service = Some(client.config.name.clone());
     let decided = Decided {
         limiter: limiter.clone(),
         admitted,
@@ -533,7 +532,7 @@ impl Decided {
         let Decided { limiter, admitted, shown, realm } = self;
         let (client, source) = (&to.client, to.source);
         let Ok(packet) = Packet::parse(&to.raw) else { return Vec::new() };
-        let secret = client.secret.as_bytes();
+        let secret = &client.secret;
         let reject = |message: &str| reject_reply(&packet, secret, message);
         limiter.settle(
             admitted,
@@ -553,7 +552,7 @@ impl Decided {
                 STORE_LOG.failed(&e);
                 info!(
                     "user={shown} realm={realm} client={} ({}) result=reject reason=\"internal error (store)\" serial=-",
-                    client.name,
+                    client.config.name,
                     source.ip().to_canonical()
                 );
                 return reject(INTERNAL_ERROR);
@@ -561,7 +560,7 @@ impl Decided {
             Err(e) => {
                 error!(
                     "user={shown} realm={realm} client={} result=reject reason=\"error: {e}\"",
-                    client.name
+                    client.config.name
                 );
                 return reject(INTERNAL_ERROR);
             }
@@ -590,7 +589,7 @@ impl Decided {
         };
         info!(
             "user={shown} realm={realm} client={} ({}) result={word} reason=\"{}\" serial={serial}",
-            client.name,
+            client.config.name,
             source.ip().to_canonical(),
             clean(outcome.message())
         );
@@ -604,7 +603,7 @@ impl Decided {
 fn rate_limited(
     reject: &dyn Fn(&str) -> Vec<u8>,
     limited: &Limited,
-    client: &RadiusClientConfig,
+    client: &Client,
     source: SocketAddr,
 ) -> Vec<u8> {
     if limited.first {
@@ -614,7 +613,7 @@ fn rate_limited(
             limited.failures,
             limited.kind,
             clean(&limited.key),
-            client.name,
+            client.config.name,
             source.ip().to_canonical()
         );
     }
@@ -626,27 +625,27 @@ const INTERNAL_ERROR: &str = "authentication failed: internal error";
 
 /// The reject for a request whose core call panicked (`answer` and its
 /// parsed packet are gone by then).
-fn internal_error_reply(client: &RadiusClientConfig, raw: &[u8]) -> Vec<u8> {
+fn internal_error_reply(client: &Client, raw: &[u8]) -> Vec<u8> {
     let Ok(packet) = Packet::parse(raw) else { return Vec::new() };
-    reject_reply(&packet, client.secret.as_bytes(), INTERNAL_ERROR)
+    reject_reply(&packet, &client.secret, INTERNAL_ERROR)
 }
 
 /// An Access-Reject whose Reply-Message says why.
-fn reject_reply(packet: &Packet<'_>, secret: &[u8], message: &str) -> Vec<u8> {
+fn reject_reply(packet: &Packet<'_>, secret: &Secret, message: &str) -> Vec<u8> {
     codec::encode_response(packet, code::ACCESS_REJECT, &[(attr::REPLY_MESSAGE, message.as_bytes())], secret)
 }
 
 fn log_reject(
     reject: &dyn Fn(&str) -> Vec<u8>,
     user: &str,
-    client: &RadiusClientConfig,
+    client: &Client,
     source: SocketAddr,
     reason: &str,
 ) -> Vec<u8> {
     info!(
         "user={} realm=- client={} ({}) result=reject reason=\"{reason}\" serial=-",
         clean(user),
-        client.name,
+        client.config.name,
         source.ip().to_canonical()
     );
     reject(reason)
@@ -676,14 +675,14 @@ mod tests {
             .unwrap()
     }
 
-    fn client() -> Arc<RadiusClientConfig> {
-        Arc::new(RadiusClientConfig {
+    fn client() -> Arc<Client> {
+        Arc::new(Client::new(otpd_core::config::RadiusClientConfig {
             name: "lo".into(),
             address: "127.0.0.1/32".parse().unwrap(),
             secret: "testing123".into(),
             realm: None,
             require_message_authenticator: true,
-        })
+        }))
     }
 
     #[test]
