@@ -139,13 +139,26 @@ pub struct RadiusConfig {
     pub clients: Vec<RadiusClientConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RadiusClientConfig {
     pub name: String,
     pub address: ipnet::IpNet,
     pub secret: String,
     pub realm: Option<String>,
     pub require_message_authenticator: bool,
+}
+
+/// Never the secret: a configuration printed for debugging must not leak it.
+impl std::fmt::Debug for RadiusClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RadiusClientConfig")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("secret", &"..")
+            .field("realm", &self.realm)
+            .field("require_message_authenticator", &self.require_message_authenticator)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1079,6 +1092,14 @@ options = { realm = "sales" }
         let e = err("user = 1000\n");
         assert!(e.contains("line 1"), "{e}");
         assert_eq!(Config::builtin().user, None);
+    }
+
+    #[test]
+    fn a_printed_configuration_never_shows_a_client_secret() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.radius.clients[0].secret, "testing123");
+        let printed = format!("{c:?}");
+        assert!(printed.contains("localhost") && !printed.contains("testing123"), "{printed}");
     }
 
     #[test]

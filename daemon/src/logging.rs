@@ -77,8 +77,8 @@ pub fn init_cli() {
 
 /// A line's time as tracing's default timer writes it (RFC 3339, UTC,
 /// microseconds: `2026-11-30T00:53:20.123456Z`), with the date and time of
-/// day formatted once a second per thread instead of for every line:
-/// tracing's formatting cost a sixth of the decision line a login logs.
+/// day formatted once a second per thread instead of for every line
+/// (tracing's timer took 2 300 instructions of each login's decision line).
 struct LineTime;
 
 thread_local! {
