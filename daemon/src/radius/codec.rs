@@ -724,6 +724,7 @@ mod tests {
             // The pre-keyed secret the server and the load generator use.
             matches_vectors(&Secret::new(secret), request_hex, response_hex);
         }
+        assert_eq!(format!("{:?}", Secret::new(b"s3cret")), "Secret(..)");
     }
 
     fn matches_vectors(secret: &(impl SharedSecret + ?Sized), request_hex: &str, response_hex: &str) {
