@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use zeroize::Zeroizing;
 
 use crate::Otpd;
-use crate::crypto;
+use crate::crypto::{self, Hidden};
 use crate::error::{Error, Result};
 use crate::events::{EventRequest, EventResult, Position};
 use crate::otp::HashAlgorithm;
@@ -81,7 +81,7 @@ pub struct Enrolled {
 
 /// Changes of `token set`. `None` leaves a field alone; for the validity
 /// bounds `Some(None)` clears the bound.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct TokenChanges {
     pub pin: Option<String>,
     pub description: Option<String>,
@@ -89,6 +89,20 @@ pub struct TokenChanges {
     pub validity_start: Option<Option<Timestamp>>,
     pub validity_end: Option<Option<Timestamp>>,
     pub max_fail: Option<u32>,
+}
+
+/// Never the PIN.
+impl std::fmt::Debug for TokenChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenChanges")
+            .field("pin", &self.pin.as_ref().map(|_| Hidden))
+            .field("description", &self.description)
+            .field("realms", &self.realms)
+            .field("validity_start", &self.validity_start)
+            .field("validity_end", &self.validity_end)
+            .field("max_fail", &self.max_fail)
+            .finish()
+    }
 }
 
 /// Smallest and largest OTP key accepted, in bytes. 80 bits is what many
@@ -864,6 +878,23 @@ mod tests {
         assert!(validate_serial("bad serial").is_err());
         assert!(validate_serial("").is_err());
         assert!(validate_serial(&"x".repeat(41)).is_err());
+    }
+
+    #[test]
+    fn printed_enrolments_and_changes_never_show_keys_passwords_or_pins() {
+        // The URI and the password are `Zeroizing` (its Debug shows
+        // nothing of them); the PIN of a change is a plain string.
+        let f = Fixture::new();
+        let mut spec = InitSpec::new(TokenType::Hotp);
+        spec.otpkey = Some(RFC_KEY_HEX.into());
+        let hotp = f.otpd.init_token(&f.ctx(), &spec).unwrap();
+        let pw = f.otpd.init_token(&f.ctx(), &InitSpec::new(TokenType::Pw)).unwrap();
+        let password = pw.password.clone().expect("a generated password");
+        let printed = format!("{hotp:?} {pw:?}");
+        assert!(printed.contains(&hotp.token.serial), "{printed}");
+        assert!(!printed.contains("otpauth://") && !printed.contains(password.as_str()), "{printed}");
+        let changes = TokenChanges { pin: Some("s3cret-pin".into()), ..Default::default() };
+        assert!(!format!("{changes:?}").contains("s3cret-pin"));
     }
 
     #[test]

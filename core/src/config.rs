@@ -154,7 +154,7 @@ impl std::fmt::Debug for RadiusClientConfig {
         f.debug_struct("RadiusClientConfig")
             .field("name", &self.name)
             .field("address", &self.address)
-            .field("secret", &"..")
+            .field("secret", &crate::crypto::Hidden)
             .field("realm", &self.realm)
             .field("require_message_authenticator", &self.require_message_authenticator)
             .finish()

@@ -734,6 +734,13 @@ mod tests {
     }
 
     #[test]
+    fn a_printed_request_never_shows_its_password() {
+        // The password is `Zeroizing`, whose Debug shows nothing of it.
+        let printed = format!("{:?}", AuthRequest::new("alice", "1234969429", Front::Radius));
+        assert!(printed.contains("alice") && !printed.contains("969429"), "{printed}");
+    }
+
+    #[test]
     fn hotp_window_and_replay_sequence_of_the_spec() {
         let f = Fixture::new();
         hotp_for_alice(&f, "H1", "1234");
