@@ -18,6 +18,7 @@ use otpd_core::config::PinHashParams;
 use otpd_core::crypto;
 use otpd_core::otp::{HashAlgorithm, hotp};
 use otpd_core::{AdminContext, AuthRequest, Config, Front, InitSpec, Otpd, TokenChanges, TokenType};
+use zeroize::Zeroizing;
 
 const KEY: &[u8] = b"12345678901234567890";
 const KEY_HEX: &str = "3132333435363738393031323334353637383930";
@@ -40,8 +41,8 @@ fn setup() -> (tempfile::TempDir, Otpd) {
     for user in ["alice", "bob", "carol"].into_iter().map(str::to_owned).chain(threads) {
         let mut spec = InitSpec::new(TokenType::Hotp);
         spec.serial = Some(format!("H-{user}"));
-        spec.otpkey = Some(KEY_HEX.into());
-        spec.pin = (user == "carol").then(|| "1234".into());
+        spec.otpkey = Some(Zeroizing::new(KEY_HEX.into()));
+        spec.pin = (user == "carol").then(|| Zeroizing::new("1234".into()));
         spec.user = Some(user);
         otpd.init_token(&ctx, &spec).unwrap();
     }
@@ -84,7 +85,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             // A new hash of the PIN (a new salt) each time: nothing remembered.
             || {
-                let changes = TokenChanges { pin: Some("1234".into()), ..Default::default() };
+                let changes = TokenChanges { pin: Some(Zeroizing::new("1234".into())), ..Default::default() };
                 otpd.set_token(&ctx, "H-carol", &changes).unwrap();
                 let code = hotp(KEY, carol, 6, HashAlgorithm::Sha1);
                 carol += 1;

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use zeroize::Zeroizing;
 
 use crate::Otpd;
-use crate::crypto::{self, Hidden};
+use crate::crypto;
 use crate::error::{Error, Result};
 use crate::events::{EventRequest, EventResult, Position};
 use crate::otp::HashAlgorithm;
@@ -36,17 +36,18 @@ pub struct AdminContext {
 pub struct InitSpec {
     pub token_type: TokenType,
     pub serial: Option<String>,
-    /// The OTP key as hex (hotp/totp).
-    pub otpkey: Option<String>,
+    /// The OTP key as hex (hotp/totp). The secrets here are `Zeroizing`:
+    /// wiped on drop, and their `Debug` shows nothing of them.
+    pub otpkey: Option<Zeroizing<String>>,
     pub genkey: bool,
     /// The password of a pw token; generated when absent.
-    pub password: Option<String>,
+    pub password: Option<Zeroizing<String>>,
     pub digits: Option<u32>,
     pub hash: Option<HashAlgorithm>,
     pub timestep: Option<u32>,
     pub user: Option<String>,
     pub realm: Option<String>,
-    pub pin: Option<String>,
+    pub pin: Option<Zeroizing<String>>,
     pub description: Option<String>,
 }
 
@@ -81,28 +82,14 @@ pub struct Enrolled {
 
 /// Changes of `token set`. `None` leaves a field alone; for the validity
 /// bounds `Some(None)` clears the bound.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TokenChanges {
-    pub pin: Option<String>,
+    pub pin: Option<Zeroizing<String>>,
     pub description: Option<String>,
     pub realms: Option<Vec<String>>,
     pub validity_start: Option<Option<Timestamp>>,
     pub validity_end: Option<Option<Timestamp>>,
     pub max_fail: Option<u32>,
-}
-
-/// Never the PIN.
-impl std::fmt::Debug for TokenChanges {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenChanges")
-            .field("pin", &self.pin.as_ref().map(|_| Hidden))
-            .field("description", &self.description)
-            .field("realms", &self.realms)
-            .field("validity_start", &self.validity_start)
-            .field("validity_end", &self.validity_end)
-            .field("max_fail", &self.max_fail)
-            .finish()
-    }
 }
 
 /// Smallest and largest OTP key accepted, in bytes. 80 bits is what many
@@ -395,7 +382,7 @@ impl Otpd {
             TokenType::Pw => {
                 let password = match &spec.password {
                     Some(p) if p.is_empty() => return Err(invalid("--password must not be empty")),
-                    Some(p) => Zeroizing::new(p.clone()),
+                    Some(p) => p.clone(),
                     None => {
                         let length = self.policies.unique_int(Scope::Enrollment, "pw.length", &q)?;
                         let contents = self.policies.unique_text(Scope::Enrollment, "pw.contents", &q)?;
@@ -418,7 +405,7 @@ impl Otpd {
         let random_pin = self.policies.unique_int(Scope::Enrollment, "otp_pin_random", &q)?;
         let pin_text = match random_pin {
             Some(n) => Zeroizing::new(crypto::random_string(RANDOM_PIN_ALPHABET, n as usize)?),
-            None => Zeroizing::new(spec.pin.clone().unwrap_or_default()),
+            None => spec.pin.clone().unwrap_or_default(),
         };
         let pin = self.store_pin(&pin_text, &q)?;
         let now = self.clock.now();
@@ -882,18 +869,18 @@ mod tests {
 
     #[test]
     fn printed_enrolments_and_changes_never_show_keys_passwords_or_pins() {
-        // The URI and the password are `Zeroizing` (its Debug shows
-        // nothing of them); the PIN of a change is a plain string.
+        // The URI, the password and a change's PIN are `Zeroizing`, whose
+        // Debug shows nothing of them.
         let f = Fixture::new();
         let mut spec = InitSpec::new(TokenType::Hotp);
-        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.otpkey = Some(Zeroizing::new(RFC_KEY_HEX.into()));
         let hotp = f.otpd.init_token(&f.ctx(), &spec).unwrap();
         let pw = f.otpd.init_token(&f.ctx(), &InitSpec::new(TokenType::Pw)).unwrap();
         let password = pw.password.clone().expect("a generated password");
         let printed = format!("{hotp:?} {pw:?}");
         assert!(printed.contains(&hotp.token.serial), "{printed}");
         assert!(!printed.contains("otpauth://") && !printed.contains(password.as_str()), "{printed}");
-        let changes = TokenChanges { pin: Some("s3cret-pin".into()), ..Default::default() };
+        let changes = TokenChanges { pin: Some(Zeroizing::new("s3cret-pin".into())), ..Default::default() };
         assert!(!format!("{changes:?}").contains("s3cret-pin"));
     }
 
@@ -936,7 +923,7 @@ mod tests {
         let f = Fixture::new();
         let mut spec = InitSpec::new(TokenType::Hotp);
         spec.serial = Some("H1".into());
-        spec.pin = Some("1234".into());
+        spec.pin = Some(Zeroizing::new("1234".into()));
         f.otpd.init_token(&f.ctx(), &spec).unwrap();
         let t = f.otpd.assign_token(&f.ctx(), "H1", "alice", None, Some("9999")).unwrap();
         assert_eq!(t.owner.as_ref().unwrap().login, "alice");
@@ -962,7 +949,7 @@ mod tests {
         let f = Fixture::new();
         let mut spec = InitSpec::new(TokenType::Hotp);
         spec.serial = Some("H1".into());
-        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.otpkey = Some(Zeroizing::new(RFC_KEY_HEX.into()));
         f.otpd.init_token(&f.ctx(), &spec).unwrap();
         assert!(matches!(
             f.otpd.resync_token(&f.ctx(), "H1", "287922", "399871"),
@@ -983,9 +970,9 @@ mod tests {
     fn alice_spec(pin: Option<&str>) -> InitSpec {
         let mut spec = InitSpec::new(TokenType::Hotp);
         spec.serial = Some("H1".into());
-        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.otpkey = Some(Zeroizing::new(RFC_KEY_HEX.into()));
         spec.user = Some("alice".into());
-        spec.pin = pin.map(str::to_owned);
+        spec.pin = pin.map(|p| Zeroizing::new(p.into()));
         spec
     }
 
@@ -1002,7 +989,11 @@ mod tests {
         assert!(!login(&f, "1235287082"));
         let t = f
             .otpd
-            .set_token(&f.ctx(), "H1", &TokenChanges { pin: Some("99".into()), ..Default::default() })
+            .set_token(
+                &f.ctx(),
+                "H1",
+                &TokenChanges { pin: Some(Zeroizing::new("99".into())), ..Default::default() },
+            )
             .unwrap();
         assert!(matches!(t.pin, StoredPin::Encrypted(_)));
         assert!(login(&f, "99287082"));
@@ -1063,7 +1054,7 @@ mod tests {
         spec.digits = Some(7);
         assert!(f.otpd.init_token(&f.ctx(), &spec).is_err());
         let mut spec = InitSpec::new(TokenType::Spass);
-        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.otpkey = Some(Zeroizing::new(RFC_KEY_HEX.into()));
         assert!(f.otpd.init_token(&f.ctx(), &spec).is_err());
         let mut spec = InitSpec::new(TokenType::Pw);
         spec.password = None;

@@ -114,6 +114,8 @@ impl Otpd {
 
 #[cfg(test)]
 mod tests {
+    use zeroize::Zeroizing;
+
     use crate::testutil::{Fixture, RFC_KEY_HEX};
     use crate::token::Token;
     use crate::{AuthRequest, Front, InitSpec, Outcome, TokenType};
@@ -129,7 +131,7 @@ mod tests {
     fn pool(f: &Fixture, serial: &str, realm: &str) {
         let mut spec = InitSpec::new(TokenType::Hotp);
         spec.serial = Some(serial.into());
-        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.otpkey = Some(Zeroizing::new(RFC_KEY_HEX.into()));
         spec.realm = Some(realm.into());
         f.otpd.init_token(&f.ctx(), &spec).unwrap();
     }

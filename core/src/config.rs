@@ -139,26 +139,14 @@ pub struct RadiusConfig {
     pub clients: Vec<RadiusClientConfig>,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RadiusClientConfig {
     pub name: String,
     pub address: ipnet::IpNet,
-    pub secret: String,
+    /// `Zeroizing`: wiped on drop, and its `Debug` shows nothing of it.
+    pub secret: zeroize::Zeroizing<String>,
     pub realm: Option<String>,
     pub require_message_authenticator: bool,
-}
-
-/// Never the secret: a configuration printed for debugging must not leak it.
-impl std::fmt::Debug for RadiusClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RadiusClientConfig")
-            .field("name", &self.name)
-            .field("address", &self.address)
-            .field("secret", &crate::crypto::Hidden)
-            .field("realm", &self.realm)
-            .field("require_message_authenticator", &self.require_message_authenticator)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -395,7 +383,7 @@ impl Config {
                 clients: vec![RadiusClientConfig {
                     name: "localhost".into(),
                     address: "127.0.0.1/32".parse().expect("valid CIDR"),
-                    secret: "testing123".into(),
+                    secret: zeroize::Zeroizing::new("testing123".into()),
                     realm: None,
                     require_message_authenticator: true,
                 }],
@@ -903,7 +891,7 @@ impl Config {
             clients.push(RadiusClientConfig {
                 name: c.name,
                 address,
-                secret: c.secret.into_inner(),
+                secret: zeroize::Zeroizing::new(c.secret.into_inner()),
                 realm: c.realm.map(|r| r.into_inner().to_lowercase()),
                 require_message_authenticator: c.require_message_authenticator.unwrap_or(true),
             });
@@ -1097,7 +1085,7 @@ options = { realm = "sales" }
     #[test]
     fn a_printed_configuration_never_shows_a_client_secret() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.radius.clients[0].secret, "testing123");
+        assert_eq!(c.radius.clients[0].secret.as_str(), "testing123");
         let printed = format!("{c:?}");
         assert!(printed.contains("localhost") && !printed.contains("testing123"), "{printed}");
     }
@@ -1106,7 +1094,7 @@ options = { realm = "sales" }
     fn builtin_defaults() {
         let c = Config::builtin();
         assert!(c.is_builtin());
-        assert_eq!(c.radius.clients[0].secret, "testing123");
+        assert_eq!(c.radius.clients[0].secret.as_str(), "testing123");
         assert_eq!(c.database, PathBuf::from("otpd.db"));
     }
 

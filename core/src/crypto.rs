@@ -41,16 +41,6 @@ pub enum CryptoError {
     PinHash(String),
 }
 
-/// What a type's `Debug` shows in place of a secret field (a password, a
-/// PIN, a shared secret), so that a debug print never carries one.
-pub struct Hidden;
-
-impl std::fmt::Debug for Hidden {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("..")
-    }
-}
-
 /// The secrets-at-rest key. Loaded from, or created as, a 0600 key file.
 pub struct SecretKey {
     cipher: Aes256Gcm,

@@ -615,7 +615,7 @@ mod tests {
         let h = f.otpd.token("H1").unwrap();
         let mut spec = crate::InitSpec::new(TokenType::Hotp);
         spec.serial = Some("E1".into());
-        spec.otpkey = Some(KEY.into());
+        spec.otpkey = Some(Zeroizing::new(KEY.into()));
         let e = f.otpd.init_token(&f.ctx(), &spec).unwrap().token;
         // Same defaults as token init.
         assert_eq!(

@@ -100,6 +100,7 @@ impl Otpd {
 #[cfg(test)]
 mod tests {
     use jiff::Timestamp;
+    use zeroize::Zeroizing;
 
     use crate::testutil::{Fixture, RFC_KEY_HEX};
     use crate::{AuthRequest, Error, Front, InitSpec, TokenChanges, TokenType};
@@ -111,9 +112,9 @@ mod tests {
     fn alice_token(f: &Fixture) {
         let mut spec = InitSpec::new(TokenType::Hotp);
         spec.serial = Some("OATH0001A2B3".into());
-        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.otpkey = Some(Zeroizing::new(RFC_KEY_HEX.into()));
         spec.user = Some("alice".into());
-        spec.pin = Some("1234".into());
+        spec.pin = Some(Zeroizing::new("1234".into()));
         f.otpd.init_token(&f.ctx(), &spec).unwrap();
         let changes =
             TokenChanges { realms: Some(vec!["corp".into(), "sales".into()]), ..Default::default() };

@@ -727,9 +727,9 @@ mod tests {
     fn hotp_for_alice(f: &Fixture, serial: &str, pin: &str) {
         let mut spec = InitSpec::new(TokenType::Hotp);
         spec.serial = Some(serial.into());
-        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.otpkey = Some(Zeroizing::new(RFC_KEY_HEX.into()));
         spec.user = Some("alice".into());
-        spec.pin = Some(pin.into());
+        spec.pin = Some(Zeroizing::new(pin.into()));
         f.otpd.init_token(&f.ctx(), &spec).unwrap();
     }
 
@@ -969,7 +969,7 @@ mod tests {
         let f = Fixture::at(1111111109);
         let mut spec = InitSpec::new(TokenType::Totp);
         spec.serial = Some("T1".into());
-        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.otpkey = Some(Zeroizing::new(RFC_KEY_HEX.into()));
         spec.user = Some("alice".into());
         f.otpd.init_token(&f.ctx(), &spec).unwrap();
         assert!(check(&f, "081804").is_accept());
@@ -987,7 +987,7 @@ mod tests {
         let f = Fixture::new();
         let mut spec = InitSpec::new(TokenType::Spass);
         spec.user = Some("alice".into());
-        spec.pin = Some("static-secret".into());
+        spec.pin = Some(Zeroizing::new("static-secret".into()));
         f.otpd.init_token(&f.ctx(), &spec).unwrap();
         assert!(check(&f, "static-secret").is_accept());
         assert!(!check(&f, "static-secreT").is_accept());
@@ -995,8 +995,8 @@ mod tests {
         let f = Fixture::new();
         let mut spec = InitSpec::new(TokenType::Pw);
         spec.user = Some("alice".into());
-        spec.pin = Some("1234".into());
-        spec.password = Some("Xk9mQ2rTb7wZcH4n".into());
+        spec.pin = Some(Zeroizing::new("1234".into()));
+        spec.password = Some(Zeroizing::new("Xk9mQ2rTb7wZcH4n".into()));
         f.otpd.init_token(&f.ctx(), &spec).unwrap();
         assert!(check(&f, "1234Xk9mQ2rTb7wZcH4n").is_accept());
         assert!(check(&f, "1234Xk9mQ2rTb7wZcH4n").is_accept(), "a pw token is not one-time");

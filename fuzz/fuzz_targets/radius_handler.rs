@@ -113,14 +113,14 @@ fn harness() -> &'static Harness {
         let ctx = AdminContext { actor: "fuzz".into(), front: Front::Cli, client: None };
         let mut hotp = InitSpec::new(TokenType::Hotp);
         hotp.serial = Some(HOTP_SERIAL.into());
-        hotp.otpkey = Some("3132333435363738393031323334353637383930".into());
+        hotp.otpkey = Some("3132333435363738393031323334353637383930".to_owned().into());
         hotp.user = Some("alice".into());
-        hotp.pin = Some("1234".into());
+        hotp.pin = Some("1234".to_owned().into());
         admin.init_token(&ctx, &hotp).expect("alice's hotp token");
         let mut spass = InitSpec::new(TokenType::Spass);
         spass.serial = Some("FUZZSPASS".into());
         spass.user = Some("bob".into());
-        spass.pin = Some(BOB_PIN.into());
+        spass.pin = Some(BOB_PIN.to_owned().into());
         admin.init_token(&ctx, &spass).expect("bob's spass token");
         let state = State::open(config(dir.path())).expect("the handler state");
         Harness { state, admin, accepted: Mutex::default(), runs: Mutex::default(), _dir: dir }

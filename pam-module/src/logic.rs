@@ -386,10 +386,10 @@ mod tests {
         fn enroll(&self, user: &str, pin: &str) {
             let otpd = Otpd::open(Config::load(&self.dir.path().join("otpd.toml")).unwrap()).unwrap();
             let mut spec = InitSpec::new(TokenType::Hotp);
-            spec.otpkey = Some(KEY_HEX.into());
+            spec.otpkey = Some(Zeroizing::new(KEY_HEX.into()));
             spec.user = Some(user.into());
             spec.realm = Some("corp".into());
-            spec.pin = Some(pin.into());
+            spec.pin = Some(Zeroizing::new(pin.into()));
             let ctx = AdminContext { actor: "test".into(), front: Front::Cli, client: None };
             otpd.init_token(&ctx, &spec).unwrap();
         }

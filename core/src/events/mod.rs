@@ -199,6 +199,7 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use jiff::Timestamp;
+    use zeroize::Zeroizing;
 
     use crate::testutil::{Fixture, RFC_KEY_HEX};
     use crate::{AuthRequest, Config, Front, InitSpec, TokenType};
@@ -217,7 +218,7 @@ mod tests {
     fn alice_hotp(f: &Fixture) {
         let mut spec = InitSpec::new(TokenType::Hotp);
         spec.serial = Some("H1".into());
-        spec.otpkey = Some(RFC_KEY_HEX.into());
+        spec.otpkey = Some(Zeroizing::new(RFC_KEY_HEX.into()));
         spec.user = Some("alice".into());
         f.otpd.init_token(&f.ctx(), &spec).unwrap();
     }

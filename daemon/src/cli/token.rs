@@ -14,6 +14,7 @@ use otpd_core::{AdminContext, InitSpec, Otpd, Token, TokenChanges, TokenType};
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use super::CliError;
 use super::output::{token_json, token_table, token_text};
@@ -216,7 +217,7 @@ pub fn run(otpd: &Otpd, ctx: &AdminContext, cmd: TokenCommand, json: bool) -> Re
         TokenCommand::Set(a) => {
             let now = otpd.now();
             let changes = TokenChanges {
-                pin: a.pin,
+                pin: a.pin.map(Zeroizing::new),
                 description: a.description,
                 realms: a.realms.map(|r| r.split(',').map(str::to_owned).collect()),
                 validity_start: parse_bound("--validity-start", a.validity_start.as_deref(), now)?,
@@ -284,9 +285,9 @@ fn init(otpd: &Otpd, ctx: &AdminContext, a: InitArgs, json: bool) -> Result<(), 
         TypeArg::Spass => TokenType::Spass,
     });
     spec.serial = a.serial;
-    spec.otpkey = a.otpkey;
+    spec.otpkey = a.otpkey.map(Zeroizing::new);
     spec.genkey = a.genkey;
-    spec.password = a.password;
+    spec.password = a.password.map(Zeroizing::new);
     spec.digits = a.digits;
     spec.hash = a.hash.map(|h| match h {
         HashArg::Sha1 => HashAlgorithm::Sha1,
@@ -296,7 +297,7 @@ fn init(otpd: &Otpd, ctx: &AdminContext, a: InitArgs, json: bool) -> Result<(), 
     spec.timestep = a.timestep;
     spec.user = a.user;
     spec.realm = a.realm;
-    spec.pin = a.pin;
+    spec.pin = a.pin.map(Zeroizing::new);
     spec.description = a.description;
     let enrolled = otpd.init_token(ctx, &spec)?;
     if json {

@@ -79,7 +79,7 @@ mod tests {
         RadiusClientConfig {
             name: name.into(),
             address: net.parse().unwrap(),
-            secret: secret.into(),
+            secret: zeroize::Zeroizing::new(secret.into()),
             realm: None,
             require_message_authenticator: true,
         }

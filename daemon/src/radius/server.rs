@@ -679,7 +679,7 @@ mod tests {
         Arc::new(Client::new(otpd_core::config::RadiusClientConfig {
             name: "lo".into(),
             address: "127.0.0.1/32".parse().unwrap(),
-            secret: "testing123".into(),
+            secret: zeroize::Zeroizing::new("testing123".into()),
             realm: None,
             require_message_authenticator: true,
         }))
