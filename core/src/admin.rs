@@ -869,11 +869,14 @@ mod tests {
 
     #[test]
     fn printed_enrolments_and_changes_never_show_keys_passwords_or_pins() {
-        // The URI, the password and a change's PIN are `Zeroizing`, whose
-        // Debug shows nothing of them.
+        // The key, PIN and password given, the URI and password handed back
+        // and a change's PIN are `Zeroizing`, whose Debug shows nothing.
         let f = Fixture::new();
         let mut spec = InitSpec::new(TokenType::Hotp);
         spec.otpkey = Some(Zeroizing::new(RFC_KEY_HEX.into()));
+        spec.pin = Some(Zeroizing::new("s3cret-pin".into()));
+        let printed = format!("{spec:?}");
+        assert!(!printed.contains(RFC_KEY_HEX) && !printed.contains("s3cret-pin"), "{printed}");
         let hotp = f.otpd.init_token(&f.ctx(), &spec).unwrap();
         let pw = f.otpd.init_token(&f.ctx(), &InitSpec::new(TokenType::Pw)).unwrap();
         let password = pw.password.clone().expect("a generated password");
