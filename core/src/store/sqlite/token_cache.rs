@@ -14,23 +14,40 @@
 //!
 //! The compare-and-set of the counter stays the guard against a reused OTP:
 //! the cache only saves the read before it.
+//!
+//! Tokens are kept packed ([`Packed`]) and owners leave first in, first
+//! out, so that tens of thousands fit in a few MiB and a full cache costs
+//! each new owner one old one (emptying it whole, 32 768 tokens, stalled
+//! the writer for 25 ms).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
-use crate::token::Token;
+use jiff::Timestamp;
 
-/// Tokens (and owners) held at most. A cached token costs about 1.3 KiB
-/// with its strings and the maps' share (measured with 8 192 TOTP tokens):
-/// at most about 5.5 MiB, well within the daemon's 64 MiB target.
-const MAX_TOKENS: usize = 4096;
+use crate::otp::HashAlgorithm;
+use crate::token::{Owner, StoredPin, Token, TokenType};
+
+/// Tokens (and owners) held at most: enough for a login storm of some
+/// 30 000 users (a TOTP user can log in once per step, so a storm at tens
+/// of thousands a second goes round that many). A cached token of one
+/// owner costs about 500 bytes with its owner's entry and the tables'
+/// room (measured with 32 768 TOTP tokens): at most about 16 MiB, within
+/// the daemon's 64 MiB target.
+const MAX_TOKENS: usize = 32_768;
 
 #[derive(Default)]
 pub(super) struct TokenCache {
     /// The writer connection's `PRAGMA data_version` the entries hold for.
     version: Option<i64>,
-    /// Each owner's token ids, in id order (possibly none).
-    owners: HashMap<(String, String), Vec<i64>>,
-    tokens: HashMap<i64, Token>,
+    /// Each owner's token ids, in id order (possibly none), under the
+    /// owner's [`owner_key`].
+    owners: HashMap<Arc<[u8]>, Box<[i64]>>,
+    /// The owners' keys in the order they came: each owner once.
+    order: VecDeque<Arc<[u8]>>,
+    tokens: HashMap<i64, Box<Packed>>,
+    /// Reused to build the key of a looked-up owner.
+    key: Vec<u8>,
 }
 
 /// Never the tokens themselves: they hold sealed secrets and PIN hashes.
@@ -38,6 +55,16 @@ impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} owners, {} tokens cached", self.owners.len(), self.tokens.len())
     }
+}
+
+/// `(login, realm)` as one unambiguous byte string: the login's length,
+/// the login, the realm (a login may hold any byte, so no separator would
+/// do).
+fn owner_key(buf: &mut Vec<u8>, owner: &(String, String)) {
+    buf.clear();
+    buf.extend_from_slice(&(owner.0.len() as u64).to_le_bytes());
+    buf.extend_from_slice(owner.0.as_bytes());
+    buf.extend_from_slice(owner.1.as_bytes());
 }
 
 impl TokenCache {
@@ -60,47 +87,75 @@ impl TokenCache {
 
     fn drop_entries(&mut self) {
         self.owners.clear();
+        self.order.clear();
         self.tokens.clear();
     }
 
+    /// Drops the owner that came first, with its tokens: whether there
+    /// was one.
+    fn drop_oldest(&mut self) -> bool {
+        let Some(key) = self.order.pop_front() else { return false };
+        if let Some(ids) = self.owners.remove(&key) {
+            for id in ids {
+                self.tokens.remove(&id);
+            }
+        }
+        true
+    }
+
     /// A copy of the owner's tokens, when cached and validated.
-    pub fn tokens_of(&self, owner: &(String, String)) -> Option<Vec<Token>> {
+    pub fn tokens_of(&mut self, owner: &(String, String)) -> Option<Vec<Token>> {
         self.version?;
-        let ids = self.owners.get(owner)?;
+        owner_key(&mut self.key, owner);
+        let ids = self.owners.get(self.key.as_slice())?;
         let mut tokens = Vec::with_capacity(ids.len());
         for id in ids {
-            tokens.push(self.tokens.get(id)?.clone());
+            tokens.push(self.tokens.get(id)?.unpack()?);
         }
         Some(tokens)
     }
 
     /// Keeps the owner's tokens as just read (in id order). A full cache
-    /// starts afresh: simpler than tracking use on every hit, and it lets
-    /// the cache follow a workload that moves on to other users.
+    /// drops the owners that came first: simpler than tracking use on every
+    /// hit, and it follows a workload that moves on to other users.
     pub fn insert(&mut self, owner: &(String, String), tokens: &[Token]) {
         if self.version.is_none() || tokens.len() > MAX_TOKENS {
             return;
         }
-        // Owners without tokens count too (users of a large userstore).
-        if self.tokens.len() + tokens.len() > MAX_TOKENS || self.owners.len() >= MAX_TOKENS {
-            self.drop_entries();
-        }
-        let ids = tokens.iter().map(|t| t.id).collect();
-        if let Some(old) = self.owners.insert(owner.clone(), ids) {
-            for id in old {
+        let Some(packed) = tokens.iter().map(Packed::pack).collect::<Option<Vec<_>>>() else { return };
+        owner_key(&mut self.key, owner);
+        let ids: Box<[i64]> = tokens.iter().map(|t| t.id).collect();
+        if let Some(old) = self.owners.get_mut(self.key.as_slice()) {
+            // Read again: keeps its place in the order.
+            for id in std::mem::replace(old, ids) {
                 self.tokens.remove(&id);
             }
+        } else {
+            let key: Arc<[u8]> = self.key.as_slice().into();
+            self.order.push_back(Arc::clone(&key));
+            self.owners.insert(key, ids);
         }
-        for token in tokens {
-            self.tokens.insert(token.id, token.clone());
+        for packed in packed {
+            self.tokens.insert(packed.id, Box::new(packed));
         }
+        // Owners without tokens count too (users of a large userstore). The
+        // owner just kept is last in the order, with at most MAX_TOKENS: it
+        // stays.
+        while (self.tokens.len() > MAX_TOKENS || self.owners.len() > MAX_TOKENS) && self.drop_oldest() {}
     }
 
     /// Makes a change of token `id`, just written to SQLite, to the
     /// cached copy too.
     pub fn update(&mut self, id: i64, apply: impl FnOnce(&mut Token)) {
-        if let Some(token) = self.tokens.get_mut(&id) {
-            apply(token);
+        let Some(packed) = self.tokens.get_mut(&id) else { return };
+        let Some(mut token) = packed.unpack() else {
+            // Never packed by us: not to be served.
+            return self.drop_entries();
+        };
+        apply(&mut token);
+        match Packed::pack(&token) {
+            Some(repacked) => **packed = repacked,
+            None => self.drop_entries(),
         }
     }
 
@@ -110,11 +165,255 @@ impl TokenCache {
     }
 }
 
+/// A cached token: its fixed-size fields as they are (its times in whole
+/// seconds, as SQLite holds them), and its strings and byte strings
+/// (serial, secret, description, PIN, owner, realms) packed into one
+/// allocation, each behind its length. A `Token` as it is, 384 bytes (and
+/// twice that in a hash table's room) with eight allocations for a TOTP
+/// token of one realm, cost 1.36 KiB a cached token.
+struct Packed {
+    id: i64,
+    count: u64,
+    count_auth: u64,
+    count_auth_success: u64,
+    time_shift: f64,
+    /// The times in whole seconds, as SQLite holds them ([`NO_TIME`]: none).
+    failcounter_exceeded: i64,
+    validity_start: i64,
+    validity_end: i64,
+    created: i64,
+    assigned: i64,
+    otplen: u32,
+    timestep: u32,
+    time_window: u32,
+    count_window: u32,
+    sync_window: u32,
+    maxfail: u32,
+    failcount: u32,
+    token_type: TokenType,
+    hash: HashAlgorithm,
+    active: bool,
+    revoked: bool,
+    bytes: Box<[u8]>,
+}
+
+/// A packed time that is `None` (out of any `Timestamp`'s range).
+const NO_TIME: i64 = i64::MIN;
+
+fn pack_time(t: Option<Timestamp>) -> i64 {
+    t.map_or(NO_TIME, |t| t.as_second())
+}
+
+/// `Some(None)` for [`NO_TIME`]; `None` for a value `pack_time` never wrote.
+fn unpack_time(s: i64) -> Option<Option<Timestamp>> {
+    if s == NO_TIME { Some(None) } else { Timestamp::from_second(s).ok().map(Some) }
+}
+
+/// Tags of the packed PIN and owner.
+const PIN_EMPTY: u8 = 0;
+const PIN_HASH: u8 = 1;
+const PIN_ENCRYPTED: u8 = 2;
+const NO_OWNER: u8 = 0;
+const OWNER: u8 = 1;
+
+impl Packed {
+    /// `None` for a token too large to pack (never read from SQLite).
+    fn pack(token: &Token) -> Option<Packed> {
+        // Every field named: a field added to `Token` must be packed too.
+        let Token {
+            id,
+            serial,
+            token_type,
+            secret,
+            otplen,
+            hash,
+            timestep,
+            time_window,
+            time_shift,
+            count,
+            count_window,
+            sync_window,
+            maxfail,
+            failcount,
+            failcounter_exceeded,
+            active,
+            revoked,
+            description,
+            pin,
+            owner,
+            realms,
+            validity_start,
+            validity_end,
+            count_auth,
+            count_auth_success,
+            created,
+            assigned,
+        } = token;
+        let mut bytes = Vec::with_capacity(
+            40 + serial.len()
+                + secret.len()
+                + description.len()
+                + realms.iter().map(String::len).sum::<usize>()
+                + owner.as_ref().map_or(0, |o| o.login.len() + o.realm.len() + o.resolver.len()),
+        );
+        put(&mut bytes, serial.as_bytes())?;
+        put(&mut bytes, secret)?;
+        put(&mut bytes, description.as_bytes())?;
+        match pin {
+            StoredPin::Empty => bytes.push(PIN_EMPTY),
+            StoredPin::Hash(hash) => {
+                bytes.push(PIN_HASH);
+                put(&mut bytes, hash.as_bytes())?;
+            }
+            StoredPin::Encrypted(sealed) => {
+                bytes.push(PIN_ENCRYPTED);
+                put(&mut bytes, sealed)?;
+            }
+        }
+        match owner {
+            None => bytes.push(NO_OWNER),
+            Some(Owner { login, realm, resolver }) => {
+                bytes.push(OWNER);
+                put(&mut bytes, login.as_bytes())?;
+                put(&mut bytes, realm.as_bytes())?;
+                put(&mut bytes, resolver.as_bytes())?;
+            }
+        }
+        put_len(&mut bytes, realms.len())?;
+        for realm in realms {
+            put(&mut bytes, realm.as_bytes())?;
+        }
+        Some(Packed {
+            id: *id,
+            count: *count,
+            count_auth: *count_auth,
+            count_auth_success: *count_auth_success,
+            time_shift: *time_shift,
+            failcounter_exceeded: pack_time(*failcounter_exceeded),
+            validity_start: pack_time(*validity_start),
+            validity_end: pack_time(*validity_end),
+            created: pack_time(Some(*created)),
+            assigned: pack_time(*assigned),
+            otplen: *otplen,
+            timestep: *timestep,
+            time_window: *time_window,
+            count_window: *count_window,
+            sync_window: *sync_window,
+            maxfail: *maxfail,
+            failcount: *failcount,
+            token_type: *token_type,
+            hash: *hash,
+            active: *active,
+            revoked: *revoked,
+            bytes: bytes.into_boxed_slice(),
+        })
+    }
+
+    /// The token again; `None` only for bytes `pack` did not write.
+    fn unpack(&self) -> Option<Token> {
+        let mut r = Reader(&self.bytes);
+        let serial = r.string()?;
+        let secret = r.bytes()?.to_vec();
+        let description = r.string()?;
+        let pin = match r.byte()? {
+            PIN_EMPTY => StoredPin::Empty,
+            PIN_HASH => StoredPin::Hash(r.string()?),
+            PIN_ENCRYPTED => StoredPin::Encrypted(r.bytes()?.to_vec()),
+            _ => return None,
+        };
+        let owner = match r.byte()? {
+            NO_OWNER => None,
+            OWNER => Some(Owner { login: r.string()?, realm: r.string()?, resolver: r.string()? }),
+            _ => return None,
+        };
+        let n = r.len()?;
+        let mut realms = Vec::with_capacity(n.min(r.0.len()));
+        for _ in 0..n {
+            realms.push(r.string()?);
+        }
+        if !r.0.is_empty() {
+            return None;
+        }
+        Some(Token {
+            id: self.id,
+            serial,
+            token_type: self.token_type,
+            secret,
+            otplen: self.otplen,
+            hash: self.hash,
+            timestep: self.timestep,
+            time_window: self.time_window,
+            time_shift: self.time_shift,
+            count: self.count,
+            count_window: self.count_window,
+            sync_window: self.sync_window,
+            maxfail: self.maxfail,
+            failcount: self.failcount,
+            failcounter_exceeded: unpack_time(self.failcounter_exceeded)?,
+            active: self.active,
+            revoked: self.revoked,
+            description,
+            pin,
+            owner,
+            realms,
+            validity_start: unpack_time(self.validity_start)?,
+            validity_end: unpack_time(self.validity_end)?,
+            count_auth: self.count_auth,
+            count_auth_success: self.count_auth_success,
+            created: unpack_time(self.created)??,
+            assigned: unpack_time(self.assigned)?,
+        })
+    }
+}
+
+/// Appends `value` behind its length (`None` beyond 4 GiB, which SQLite's
+/// rows never reach).
+fn put(bytes: &mut Vec<u8>, value: &[u8]) -> Option<()> {
+    put_len(bytes, value.len())?;
+    bytes.extend_from_slice(value);
+    Some(())
+}
+
+fn put_len(bytes: &mut Vec<u8>, len: usize) -> Option<()> {
+    bytes.extend_from_slice(&u32::try_from(len).ok()?.to_le_bytes());
+    Some(())
+}
+
+/// Reads back what `put` wrote.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        let (head, rest) = self.0.split_first_chunk::<4>()?;
+        self.0 = rest;
+        usize::try_from(u32::from_le_bytes(*head)).ok()
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.len()?;
+        if n > self.0.len() {
+            return None;
+        }
+        let (value, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(value)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        std::str::from_utf8(self.bytes()?).ok().map(str::to_owned)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::sample_token;
-    use crate::token::TokenType;
 
     fn owner(n: usize) -> (String, String) {
         (format!("user{n}"), "realm".to_owned())
@@ -157,22 +456,135 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_starts_afresh_and_stays_bounded() {
+    fn a_full_cache_drops_its_oldest_owners_first_and_stays_bounded() {
         let mut cache = TokenCache::default();
         cache.validate(1);
         for n in 0..MAX_TOKENS {
             cache.insert(&owner(n), &[token(n as i64)]);
         }
         assert_eq!(cache.len(), MAX_TOKENS);
-        assert!(cache.tokens_of(&owner(0)).is_some());
+        assert!(cache.tokens_of(&owner(0)).is_some(), "a hit does not move an owner");
         cache.insert(&owner(MAX_TOKENS), &[token(MAX_TOKENS as i64)]);
-        assert_eq!(cache.len(), 1, "full: emptied, then the newest kept");
-        assert!(cache.tokens_of(&owner(0)).is_none());
+        assert_eq!(cache.len(), MAX_TOKENS, "full: one old token out, one new in");
+        assert!(cache.tokens_of(&owner(0)).is_none(), "the first owner left first");
+        assert!(cache.tokens_of(&owner(1)).is_some());
+        assert!(cache.tokens_of(&owner(MAX_TOKENS)).is_some());
+        // An owner of three tokens makes room for itself.
+        cache.insert(&owner(MAX_TOKENS + 1), &[token(900_000), token(900_001), token(900_002)]);
+        assert_eq!(cache.len(), MAX_TOKENS);
+        assert!(cache.tokens_of(&owner(3)).is_none() && cache.tokens_of(&owner(4)).is_some());
+        assert_eq!(cache.tokens_of(&owner(MAX_TOKENS + 1)).unwrap().len(), 3);
         // An owner read again replaces its old entry, without leaving its
-        // old tokens behind.
-        cache.insert(&owner(MAX_TOKENS), &[token(900_000), token(900_001)]);
-        assert_eq!(cache.tokens_of(&owner(MAX_TOKENS)).unwrap().len(), 2);
-        assert_eq!(cache.len(), 2);
+        // old tokens behind, and keeps its place.
+        cache.insert(&owner(10), &[token(800_000), token(800_001)]);
+        assert_eq!(cache.tokens_of(&owner(10)).unwrap().len(), 2);
+        assert!(!cache.tokens.contains_key(&10));
+        assert_eq!(cache.len(), MAX_TOKENS, "one more token: the oldest owner made room");
+        assert!(cache.tokens_of(&owner(4)).is_none() && cache.tokens_of(&owner(5)).is_some());
+        assert_eq!(cache.owners.len(), cache.order.len(), "each owner once in the order");
+    }
+
+    #[test]
+    fn owners_whose_names_run_together_stay_apart() {
+        let mut cache = TokenCache::default();
+        cache.validate(1);
+        let ab_c = ("ab".to_owned(), "c".to_owned());
+        let a_bc = ("a".to_owned(), "bc".to_owned());
+        let nul = ("a\0b".to_owned(), "c".to_owned());
+        cache.insert(&ab_c, &[token(1)]);
+        assert!(cache.tokens_of(&a_bc).is_none());
+        assert!(cache.tokens_of(&("a".to_owned(), "\0bc".to_owned())).is_none());
+        cache.insert(&a_bc, &[token(2)]);
+        cache.insert(&nul, &[token(3)]);
+        assert_eq!(cache.tokens_of(&ab_c).unwrap()[0].id, 1);
+        assert_eq!(cache.tokens_of(&a_bc).unwrap()[0].id, 2);
+        assert_eq!(cache.tokens_of(&nul).unwrap()[0].id, 3);
+    }
+
+    /// A token with every field away from its default.
+    fn full_token(pin: StoredPin, owner: Option<Owner>) -> Token {
+        let at = |s: i64| Some(Timestamp::from_second(s).unwrap());
+        Token {
+            id: 77,
+            serial: "TOTP-ünï-1".into(),
+            token_type: TokenType::Totp,
+            secret: (0..=255).collect(),
+            otplen: 8,
+            hash: HashAlgorithm::Sha512,
+            timestep: 60,
+            time_window: 300,
+            time_shift: -42.5,
+            count: 56_789_012,
+            count_window: 11,
+            sync_window: 1234,
+            maxfail: 7,
+            failcount: 3,
+            failcounter_exceeded: at(1_700_000_001),
+            active: false,
+            revoked: true,
+            description: "laptop, 2nd \u{1F511}".into(),
+            pin,
+            owner,
+            realms: vec!["corp".into(), "".into(), "vpn".into()],
+            validity_start: at(-86_400),
+            validity_end: at(4_102_444_800),
+            count_auth: 1 << 40,
+            count_auth_success: 99,
+            created: Timestamp::from_second(1_600_000_000).unwrap(),
+            assigned: at(1_650_000_000),
+        }
+    }
+
+    #[test]
+    fn a_packed_token_unpacks_to_every_field_it_held() {
+        let owner = Owner { login: "Ann Lee".into(), realm: "corp".into(), resolver: "ldap-1".into() };
+        for token in [
+            full_token(
+                StoredPin::Hash("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+                Some(owner.clone()),
+            ),
+            full_token(StoredPin::Encrypted(vec![9; 45]), None),
+            full_token(StoredPin::Empty, Some(owner)),
+            sample_token(TokenType::Hotp, ""),
+        ] {
+            let back = Packed::pack(&token).unwrap().unpack().unwrap();
+            assert_eq!(format!("{back:?}"), format!("{token:?}"));
+        }
+    }
+
+    #[test]
+    fn a_cached_time_keeps_whole_seconds_as_sqlite_does() {
+        let mut token = sample_token(TokenType::Hotp, "T1");
+        token.failcounter_exceeded = Some(Timestamp::new(1_700_000_000, 999_999_999).unwrap());
+        token.created = Timestamp::new(1_600_000_000, 5).unwrap();
+        let back = Packed::pack(&token).unwrap().unpack().unwrap();
+        assert_eq!(back.failcounter_exceeded, Some(Timestamp::from_second(1_700_000_000).unwrap()));
+        assert_eq!(back.created, Timestamp::from_second(1_600_000_000).unwrap());
+    }
+
+    #[test]
+    fn damaged_packed_bytes_are_a_miss_never_a_token() {
+        let token = full_token(StoredPin::Hash("h".into()), None);
+        let packed = Packed::pack(&token).unwrap();
+        for cut in 0..packed.bytes.len() {
+            let mut short = Packed::pack(&token).unwrap();
+            short.bytes = packed.bytes[..cut].into();
+            assert!(short.unpack().is_none(), "cut at {cut}");
+        }
+        let mut longer = Packed::pack(&token).unwrap();
+        longer.bytes = [&packed.bytes[..], &[0]].concat().into();
+        assert!(longer.unpack().is_none());
+        let mut bad_time = Packed::pack(&token).unwrap();
+        bad_time.created = NO_TIME;
+        assert!(bad_time.unpack().is_none(), "a token always has a creation time");
+        // A damaged cached token is dropped with the rest, not served.
+        let mut cache = TokenCache::default();
+        cache.validate(1);
+        cache.insert(&owner(1), std::slice::from_ref(&token));
+        cache.tokens.get_mut(&77).unwrap().bytes = packed.bytes[..3].into();
+        assert!(cache.tokens_of(&owner(1)).is_none());
+        cache.update(77, |t| t.count = 1);
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]
