@@ -587,11 +587,16 @@ fn malformed_stream_survived() {
     assert!(server.running(), "otpd serve is gone after the stream");
 }
 
-/// alice's first login (counter 0) is accepted within 5 s of `after`.
+/// alice's first login (counter 0) is accepted within 5 s of `after`. It
+/// is sent as a NAS sends it, again each second until answered: the kernel
+/// may still drop a datagram while the receive buffer holds the flood (lost
+/// as on a network, and counted), but a listener that stalled answers none.
 fn first_login_answered_at_once(server: &Server, after: &str) {
     let started = Instant::now();
     let c0 = oath_hotp(RFC_KEY, 0, 6);
-    radtest(server, "alice", &format!("1234{c0}"), SECRET).expect("Access-Accept");
+    let mut cmd = Command::new("radclient");
+    cmd.args(["-x", "-t", "1", "-r", "5", &server.target(), "auth", SECRET]);
+    Rad::run(cmd, Some(&pap("alice", &format!("1234{c0}"), true))).expect("Access-Accept");
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "the login after {after} took {took:?}");
 }
