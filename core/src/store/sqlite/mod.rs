@@ -27,7 +27,11 @@
 //!
 //! A login's read of its user's tokens is answered from `token_cache`
 //! while no other connection has committed since the cache was filled.
+//!
+//! A process that defers commits also checkpoints the WAL on a thread of
+//! its own (`checkpoint`), not in the writer's commits.
 
+mod checkpoint;
 mod migrations;
 mod token_cache;
 mod walsync;
@@ -44,6 +48,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params, params_from_iter};
 
+use self::checkpoint::Checkpoints;
 use self::token_cache::TokenCache;
 use self::walsync::WalSync;
 use super::{
@@ -84,6 +89,9 @@ const POOL_WAIT: Duration = Duration::from_millis(20);
 /// cached are read from the operating system's cache).
 const READER_CACHE_KIB: i64 = 512;
 const WRITER_CACHE_KIB: i64 = 8192;
+/// The checkpoint thread's connection reads the WAL and the database
+/// directly, past the page cache.
+const CHECKPOINT_CACHE_KIB: i64 = 64;
 
 /// A group stays open for more members at most this long...
 const GROUP_MAX_AGE: Duration = Duration::from_millis(4);
@@ -116,6 +124,8 @@ pub struct SqliteStore {
     /// Syncs committed groups, once this process defers commits (with
     /// `sync`); before, commits are `synchronous = FULL`.
     walsync: OnceLock<WalSync>,
+    /// Checkpoints the WAL off the writer, once this process defers commits.
+    checkpoints: OnceLock<Checkpoints>,
 }
 
 /// The reading connections.
@@ -209,6 +219,7 @@ impl SqliteStore {
             settled: Condvar::new(),
             queued: AtomicUsize::new(0),
             walsync: OnceLock::new(),
+            checkpoints: OnceLock::new(),
         })
     }
 
@@ -285,6 +296,13 @@ impl SqliteStore {
             self.fail_group(&mut group, &e);
         }
         if group.opened.is_none() {
+            if self.checkpoints.get().is_some_and(Checkpoints::take_catch_up) {
+                // What was committed while the checkpoint thread copied the
+                // rest, copied with no group open, so that this group starts
+                // the WAL over (see `checkpoint`). A failure loses nothing:
+                // the frames stay in the WAL for the next checkpoint.
+                let _ = group.conn().query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
             run(group.conn(), "BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
             group.opened = Some(Instant::now());
             // No other connection can commit until the group ends.
@@ -303,8 +321,9 @@ impl SqliteStore {
     /// (a PAM login or CLI call then opens the database and parses its
     /// schema once, not twice), else a new one.
     fn writer_connection(&self) -> Result<Connection, StoreError> {
-        let conn = self.idle_or_new_writer()?;
+        let mut conn = self.idle_or_new_writer()?;
         self.sync_mode(&conn).map_err(|e| self.err(e))?;
+        self.checkpoint_mode(&mut conn).map_err(|e| self.err(e))?;
         Ok(conn)
     }
 
@@ -312,6 +331,14 @@ impl SqliteStore {
     fn sync_mode(&self, writer: &Connection) -> rusqlite::Result<()> {
         match self.walsync.get() {
             Some(_) => writer.pragma_update(None, "synchronous", "NORMAL"),
+            None => Ok(()),
+        }
+    }
+
+    /// The writer leaves its checkpoints to `checkpoints` once that runs.
+    fn checkpoint_mode(&self, writer: &mut Connection) -> rusqlite::Result<()> {
+        match self.checkpoints.get() {
+            Some(checkpoints) => checkpoints.take_over(writer),
             None => Ok(()),
         }
     }
@@ -380,8 +407,13 @@ impl SqliteStore {
                 if group.waiting > 0 {
                     self.settled.notify_all();
                 }
-                if self.config.sync && self.walsync.get().is_none() && !group.deferred.0.is_empty() {
-                    self.start_walsync(group);
+                if !group.deferred.0.is_empty() {
+                    if self.config.sync && self.walsync.get().is_none() {
+                        self.start_walsync(group);
+                    }
+                    if self.checkpoints.get().is_none() {
+                        self.start_checkpoints(group);
+                    }
                 }
             }
             Err(e) => {
@@ -401,6 +433,16 @@ impl SqliteStore {
         let Ok(walsync) = WalSync::start(Path::new(&wal), &self.display) else { return };
         let _ = self.walsync.set(walsync);
         let _ = self.sync_mode(group.conn());
+    }
+
+    /// This process defers commits: from now on the WAL is checkpointed
+    /// off the writer. Without a thread or its connection, the writer goes
+    /// on checkpointing as SQLite does by itself.
+    fn start_checkpoints(&self, group: &mut Group) {
+        let Ok(conn) = Self::connect(&self.config, &self.display, CHECKPOINT_CACHE_KIB) else { return };
+        let Ok(checkpoints) = Checkpoints::start(conn) else { return };
+        let checkpoints = self.checkpoints.get_or_init(|| checkpoints);
+        let _ = group.conn.as_mut().map(|writer| checkpoints.take_over(writer));
     }
 
     /// Calls back the deferred members whose group has settled, with the
@@ -1301,6 +1343,7 @@ impl Drop for SqliteStore {
         self.run_deferred(group);
         // Syncs and calls back what it holds.
         drop(self.walsync.take());
+        drop(self.checkpoints.take());
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(conn) = writer.as_ref().or(pool.idle.last()) {
             self.truncate_large_wal(conn);
@@ -1501,6 +1544,38 @@ mod tests {
         assert_eq!(*late.lock().unwrap(), Some(Ok(())));
         assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0, "WAL truncated");
         assert_eq!(serials(&self::store(&dir)).len(), 401);
+    }
+
+    #[test]
+    fn a_process_that_defers_commits_checkpoints_off_the_writer_and_its_wal_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        // 3 000 tokens of a page each, in groups of 10: three times the
+        // frames that call for a checkpoint.
+        for group in 0..300 {
+            let seen: Vec<_> = (0..10)
+                .map(|i| {
+                    let seen = Arc::new(Mutex::new(None));
+                    let mut tx = store.write().unwrap();
+                    let mut token = sample_token(TokenType::Hotp, &format!("T{group}-{i}"));
+                    token.description = "x".repeat(3000);
+                    tx.insert_token(&token).unwrap();
+                    let slot = Arc::clone(&seen);
+                    tx.commit_then(Box::new(move |r| {
+                        *slot.lock().unwrap() = Some(r.map_err(|e| e.to_string()))
+                    }));
+                    seen
+                })
+                .collect();
+            store.flush();
+            assert!(seen.iter().all(|s| called(s) == Some(Ok(()))));
+        }
+        let checkpoints = store.checkpoints.get().expect("deferring commits started the checkpoint thread");
+        assert!(checkpoints.completed() >= 2, "{checkpoints:?}");
+        // The WAL started over instead of growing to all 3 000 pages.
+        let wal = std::fs::metadata(dir.path().join("otpd.db-wal")).unwrap().len();
+        assert!(wal < 2 * u64::from(checkpoint::CHECKPOINT_FRAMES) * 4200, "WAL of {wal} bytes");
+        assert_eq!(serials(&self::store(&dir)).len(), 3000);
     }
 
     #[test]
