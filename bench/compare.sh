@@ -539,7 +539,7 @@ report() {
             base=-
             case $name in
             c | d | g | recovered | big) base=$(ratio "${RATE[$name]}" "${RATE[a]}")x ;;
-            c[0-9]*) base=$(ratio "${RATE[$name]}" "${RATE[a${name#c}]}")x ;;
+            c[0-9]* | d[0-9]*) base=$(ratio "${RATE[$name]}" "${RATE[a${name#?}]}")x ;;
             e | f) base=$(ratio "${RATE[$name]}" "${RATE[b]}")x ;;
             esac
             printf '| %s | %.0f | %s | %s | %.0f | %s | %s |\n' "${LABEL[$name]}" "${RATE[$name]}" \
