@@ -49,7 +49,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params, params_from_iter};
 
 use self::checkpoint::Checkpoints;
-use self::token_cache::TokenCache;
+use self::token_cache::{Counters, TokenCache};
 use self::walsync::WalSync;
 use super::{
     AuditRecord, Challenge, CommitDone, StoreError, StoreRead, StoreWrite, TokenFilter, TokenStore, call_back,
@@ -719,7 +719,7 @@ impl<'a> SqliteTx<'a> {
         sql: &str,
         params: impl rusqlite::Params,
         id: i64,
-        apply: impl FnOnce(&mut Token),
+        apply: impl FnOnce(&mut Counters),
     ) -> Result<bool, StoreError> {
         let changed = self
             .conn()
@@ -832,7 +832,7 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Token, String>> {
 }
 
 /// What `reset_failcount` and `clear_failcount_exceeded` write.
-fn clear_failcount(t: &mut Token) {
+fn clear_failcount(t: &mut Counters) {
     t.failcount = 0;
     t.failcounter_exceeded = None;
 }
@@ -1132,9 +1132,9 @@ impl StoreWrite for SqliteTx<'_> {
         let now = now.as_second();
         self.write_counters(sql, params![id, now], id, |t| {
             t.count_auth = t.count_auth.saturating_add(1);
-            if t.failcount < t.maxfail {
+            if t.failcount < t.maxfail() {
                 t.failcount += 1;
-                if t.failcount >= t.maxfail {
+                if t.failcount >= t.maxfail() {
                     t.failcounter_exceeded = Timestamp::from_second(now).ok();
                 }
             }

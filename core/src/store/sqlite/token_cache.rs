@@ -144,24 +144,66 @@ impl TokenCache {
         while (self.tokens.len() > MAX_TOKENS || self.owners.len() > MAX_TOKENS) && self.drop_oldest() {}
     }
 
-    /// Makes a change of token `id`, just written to SQLite, to the
-    /// cached copy too.
-    pub fn update(&mut self, id: i64, apply: impl FnOnce(&mut Token)) {
+    /// Makes a login's counter write of token `id`, just written to
+    /// SQLite, to the cached copy too: in place, since a login writes only
+    /// fixed-size fields (the type says which).
+    pub fn update(&mut self, id: i64, apply: impl FnOnce(&mut Counters)) {
         let Some(packed) = self.tokens.get_mut(&id) else { return };
-        let Some(mut token) = packed.unpack() else {
+        let Some(failcounter_exceeded) = unpack_time(packed.failcounter_exceeded) else {
             // Never packed by us: not to be served.
             return self.drop_entries();
         };
-        apply(&mut token);
-        match Packed::pack(&token) {
-            Some(repacked) => **packed = repacked,
-            None => self.drop_entries(),
-        }
+        let mut counters = Counters {
+            count: packed.count,
+            time_shift: packed.time_shift,
+            failcount: packed.failcount,
+            failcounter_exceeded,
+            count_auth: packed.count_auth,
+            count_auth_success: packed.count_auth_success,
+            maxfail: packed.maxfail,
+        };
+        apply(&mut counters);
+        let Counters {
+            count,
+            time_shift,
+            failcount,
+            failcounter_exceeded,
+            count_auth,
+            count_auth_success,
+            maxfail: _,
+        } = counters;
+        packed.count = count;
+        packed.time_shift = time_shift;
+        packed.failcount = failcount;
+        // Whole seconds, as SQLite holds it.
+        packed.failcounter_exceeded = pack_time(failcounter_exceeded);
+        packed.count_auth = count_auth;
+        packed.count_auth_success = count_auth_success;
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.tokens.len()
+    }
+}
+
+/// The fields of a token that a login's counter writes change
+/// (`SqliteTx::write_counters`), to change in a cached token without
+/// unpacking it; `maxfail` only to read.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Counters {
+    pub count: u64,
+    pub time_shift: f64,
+    pub failcount: u32,
+    pub failcounter_exceeded: Option<Timestamp>,
+    pub count_auth: u64,
+    pub count_auth_success: u64,
+    maxfail: u32,
+}
+
+impl Counters {
+    pub fn maxfail(&self) -> u32 {
+        self.maxfail
     }
 }
 
@@ -465,9 +507,34 @@ mod tests {
         let mut cache = TokenCache::default();
         cache.validate(1);
         cache.insert(&owner(1), &[token(1), token(2)]);
-        cache.update(2, |t| t.count = 42);
+        let failed_at = Timestamp::from_second(1_700_000_000).unwrap();
+        cache.update(2, |c| {
+            assert_eq!(c.maxfail(), token(2).maxfail);
+            *c = Counters {
+                count: 42,
+                time_shift: -30.0,
+                failcount: 3,
+                failcounter_exceeded: Some(failed_at),
+                count_auth: 7,
+                count_auth_success: 5,
+                maxfail: 0, // not written back
+            };
+        });
         let tokens = cache.tokens_of(&owner(1)).unwrap();
-        assert_eq!((tokens[0].count, tokens[1].count), (token(1).count, 42));
+        // (`Token` has no `PartialEq`; its derived `Debug` shows every field.)
+        assert_eq!(format!("{:?}", tokens[0]), format!("{:?}", token(1)), "the other token is untouched");
+        let expected = Token {
+            count: 42,
+            time_shift: -30.0,
+            failcount: 3,
+            failcounter_exceeded: Some(failed_at),
+            count_auth: 7,
+            count_auth_success: 5,
+            ..token(2)
+        };
+        assert_eq!(format!("{:?}", tokens[1]), format!("{expected:?}"), "the counters changed, nothing else");
+        cache.update(2, |c| c.failcounter_exceeded = None);
+        assert_eq!(cache.tokens_of(&owner(1)).unwrap()[1].failcounter_exceeded, None);
         cache.update(99, |_| panic!("not cached: nothing to apply"));
     }
 
@@ -599,7 +666,10 @@ mod tests {
         cache.insert(&owner(1), std::slice::from_ref(&token));
         cache.tokens.get_mut(&77).unwrap().bytes = packed.bytes[..3].into();
         assert!(cache.tokens_of(&owner(1)).is_none());
-        cache.update(77, |t| t.count = 1);
+        // Its counters are fixed fields, but a damaged time drops it too.
+        cache.insert(&owner(1), std::slice::from_ref(&token));
+        cache.tokens.get_mut(&77).unwrap().failcounter_exceeded = NO_TIME + 1;
+        cache.update(77, |c| c.count = 1);
         assert_eq!(cache.len(), 0);
     }
 
