@@ -27,7 +27,7 @@
 # times, alternating; the HOTP and TOTP targets take the median of the
 # rounds' ratios and the p99 target the median of the rounds' tails, so that
 # the machine's drift from minute to minute falls on both servers alike;
-# each TOTP round has users of its own, tUSERk in round 1, tRuserk in round R).
+# each TOTP round has users of its own: tuserK in round 1, tRuserK in round R).
 # Exit status: 0 when every run and login behaved (targets missed or not),
 # 1 when something failed (wrong answers, failed logins), 2 on bad usage.
 

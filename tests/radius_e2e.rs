@@ -124,7 +124,8 @@ fn radtest(server: &Server, user: &str, password: &str, secret: &str) -> Rad {
 }
 
 /// `radclient -x -t TIMEOUT -r 1 [FLAGS] TARGET COMMAND SECRET` with
-/// `input` (attribute lines) on stdin.
+/// `input` (attribute lines) on stdin. FLAGS come after the defaults and
+/// override them (`-r 5`: up to five tries).
 fn radclient(flags: &[&str], target: &str, command: &str, secret: &str, timeout: u32, input: &str) -> Rad {
     let mut cmd = Command::new("radclient");
     cmd.args(["-x", "-t", &timeout.to_string(), "-r", "1"]).args(flags).args([target, command, secret]);
@@ -594,9 +595,8 @@ fn malformed_stream_survived() {
 fn first_login_answered_at_once(server: &Server, after: &str) {
     let started = Instant::now();
     let c0 = oath_hotp(RFC_KEY, 0, 6);
-    let mut cmd = Command::new("radclient");
-    cmd.args(["-x", "-t", "1", "-r", "5", &server.target(), "auth", SECRET]);
-    Rad::run(cmd, Some(&pap("alice", &format!("1234{c0}"), true))).expect("Access-Accept");
+    let login = pap("alice", &format!("1234{c0}"), true);
+    radclient(&["-r", "5"], &server.target(), "auth", SECRET, 1, &login).expect("Access-Accept");
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "the login after {after} took {took:?}");
 }

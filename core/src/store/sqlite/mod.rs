@@ -124,8 +124,10 @@ pub struct SqliteStore {
     /// Syncs committed groups, once this process defers commits (with
     /// `sync`); before, commits are `synchronous = FULL`.
     walsync: OnceLock<WalSync>,
-    /// Checkpoints the WAL off the writer, once this process defers commits.
-    checkpoints: OnceLock<Checkpoints>,
+    /// Checkpoints the WAL off the writer, once this process defers
+    /// commits; `None` when its connection or thread could not start (see
+    /// `start_checkpoints`).
+    checkpoints: OnceLock<Option<Checkpoints>>,
 }
 
 /// The reading connections.
@@ -296,7 +298,7 @@ impl SqliteStore {
             self.fail_group(&mut group, &e);
         }
         if group.opened.is_none() {
-            if self.checkpoints.get().is_some_and(Checkpoints::take_catch_up) {
+            if self.checkpoints().is_some_and(Checkpoints::take_catch_up) {
                 // What was committed while the checkpoint thread copied the
                 // rest, copied with no group open, so that this group starts
                 // the WAL over (see `checkpoint`). A failure loses nothing:
@@ -337,7 +339,7 @@ impl SqliteStore {
 
     /// The writer leaves its checkpoints to `checkpoints` once that runs.
     fn checkpoint_mode(&self, writer: &mut Connection) -> rusqlite::Result<()> {
-        match self.checkpoints.get() {
+        match self.checkpoints() {
             Some(checkpoints) => checkpoints.take_over(writer),
             None => Ok(()),
         }
@@ -436,13 +438,22 @@ impl SqliteStore {
     }
 
     /// This process defers commits: from now on the WAL is checkpointed
-    /// off the writer. Without a thread or its connection, the writer goes
-    /// on checkpointing as SQLite does by itself.
+    /// off the writer. Tried once: without a thread or its connection, the
+    /// writer goes on checkpointing as SQLite does by itself, rather than
+    /// open a connection again at the end of every group.
     fn start_checkpoints(&self, group: &mut Group) {
-        let Ok(conn) = Self::connect(&self.config, &self.display, CHECKPOINT_CACHE_KIB) else { return };
-        let Ok(checkpoints) = Checkpoints::start(conn) else { return };
-        let checkpoints = self.checkpoints.get_or_init(|| checkpoints);
-        let _ = group.conn.as_mut().map(|writer| checkpoints.take_over(writer));
+        let started = self.checkpoints.get_or_init(|| {
+            let conn = Self::connect(&self.config, &self.display, CHECKPOINT_CACHE_KIB).ok()?;
+            Checkpoints::start(conn).ok()
+        });
+        if let (Some(checkpoints), Some(writer)) = (started, group.conn.as_mut()) {
+            let _ = checkpoints.take_over(writer);
+        }
+    }
+
+    /// The checkpoint thread, when it runs.
+    fn checkpoints(&self) -> Option<&Checkpoints> {
+        self.checkpoints.get()?.as_ref()
     }
 
     /// Calls back the deferred members whose group has settled, with the
@@ -1570,7 +1581,7 @@ mod tests {
             store.flush();
             assert!(seen.iter().all(|s| called(s) == Some(Ok(()))));
         }
-        let checkpoints = store.checkpoints.get().expect("deferring commits started the checkpoint thread");
+        let checkpoints = store.checkpoints().expect("deferring commits started the checkpoint thread");
         assert!(checkpoints.completed() >= 2, "{checkpoints:?}");
         // The WAL started over instead of growing to all 3 000 pages.
         let wal = std::fs::metadata(dir.path().join("otpd.db-wal")).unwrap().len();

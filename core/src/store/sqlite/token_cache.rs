@@ -128,13 +128,8 @@ impl TokenCache {
         if others == 0 {
             return false;
         }
-        let mut at = (self.next_draw() % others as u64) as usize;
-        for _ in 1..PICKS {
-            let other = (self.next_draw() % others as u64) as usize;
-            if self.used(other) < self.used(at) {
-                at = other;
-            }
-        }
+        let picks: [usize; PICKS] = std::array::from_fn(|_| (self.next_draw() % others as u64) as usize);
+        let Some(at) = picks.into_iter().min_by_key(|&at| self.used(at)) else { return false };
         // The owner kept last takes the dropped one's place: back to the end.
         let key = self.order.swap_remove(at);
         let last = self.order.len() - 1;
@@ -544,6 +539,26 @@ mod tests {
         t
     }
 
+    /// A login of `owner(n)`, who has one token (id n), as the store makes
+    /// it: whether it hit; a miss reads the owner and keeps it.
+    fn login(cache: &mut TokenCache, n: usize) -> bool {
+        let hit = cache.tokens_of(&owner(n)).is_some();
+        if !hit {
+            cache.insert(&owner(n), &[token(n as i64)]);
+        }
+        hit
+    }
+
+    /// A validated cache full of owners 0..MAX_TOKENS, each logged in once.
+    fn full_cache() -> TokenCache {
+        let mut cache = TokenCache::default();
+        cache.validate(1);
+        for n in 0..MAX_TOKENS {
+            assert!(!login(&mut cache, n));
+        }
+        cache
+    }
+
     #[test]
     fn nothing_is_served_before_a_version_is_validated_nor_after_it_moves() {
         let mut cache = TokenCache::default();
@@ -601,11 +616,7 @@ mod tests {
 
     #[test]
     fn a_full_cache_drops_other_owners_at_random_and_stays_bounded() {
-        let mut cache = TokenCache::default();
-        cache.validate(1);
-        for n in 0..MAX_TOKENS {
-            cache.insert(&owner(n), &[token(n as i64)]);
-        }
+        let mut cache = full_cache();
         assert_eq!(cache.len(), MAX_TOKENS);
         let cached = |cache: &mut TokenCache, owners: std::ops::Range<usize>| {
             owners.filter(|&n| cache.tokens_of(&owner(n)).is_some()).count()
@@ -643,11 +654,7 @@ mod tests {
         let mut hits = 0;
         for round in 0..4 {
             for n in 0..owners {
-                if cache.tokens_of(&owner(n)).is_some() {
-                    hits += usize::from(round == 3);
-                } else {
-                    cache.insert(&owner(n), &[token(n as i64)]);
-                }
+                hits += usize::from(login(&mut cache, n) && round == 3);
             }
         }
         assert!(hits * 10 > owners * 9, "{hits} hits of {owners} logins in the last round");
@@ -659,20 +666,12 @@ mod tests {
         // A full cache of users seen before, then a storm of other users
         // (fewer than the room): the old ones go first, so by the storm's
         // third round 93% of the logins hit (at random, 71%).
-        let mut cache = TokenCache::default();
-        cache.validate(1);
-        for n in 0..MAX_TOKENS {
-            cache.insert(&owner(n), &[token(n as i64)]);
-            assert!(cache.tokens_of(&owner(n)).is_some());
-        }
+        let mut cache = full_cache();
         let new = MAX_TOKENS..MAX_TOKENS + MAX_TOKENS * 9 / 10;
         let mut misses = 0;
         for round in 0..3 {
             for n in new.clone() {
-                if cache.tokens_of(&owner(n)).is_none() {
-                    misses += usize::from(round == 2);
-                    cache.insert(&owner(n), &[token(n as i64)]);
-                }
+                misses += usize::from(!login(&mut cache, n) && round == 2);
             }
         }
         assert!(misses * 10 < new.len(), "{misses} misses of {} logins in the third round", new.len());
